@@ -1,0 +1,69 @@
+"""The analytical EOD quote report."""
+
+
+import datetime as dt
+import warnings
+
+from dagster import AssetDep, BetaWarning, AssetExecutionContext, MaterializeResult, MetadataValue, TimeWindowPartitionMapping, asset
+from dagster_pyspark import LazyPySparkResource
+
+from capstone_assets import schemas
+from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
+from capstone_assets.partitions import trading_day_partitions
+from capstone_assets.resources import LakeResource
+from capstone_assets.transforms import report
+
+# SPEC.md §4: the previous trading day is searched back this many calendar days.
+PREVIOUS_DAY_SEARCH_DAYS = 7
+
+
+def previous_days(day: str) -> list[str]:
+    d = dt.date.fromisoformat(day)
+    return [(d - dt.timedelta(days=n)).isoformat() for n in range(PREVIOUS_DAY_SEARCH_DAYS, 0, -1)]
+
+
+with warnings.catch_warnings():
+    # allow_nonexistent_upstream_partitions is beta; the first trading day has no D-1.
+    warnings.simplefilter("ignore", BetaWarning)
+    _TRADES_OF_D_AND_PREVIOUS_DAY = AssetDep(
+        "trades",
+        partition_mapping=TimeWindowPartitionMapping(
+            start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
+        ),
+    )
+
+
+@asset(
+    deps=[
+        # D's trades and the previous trading day's: in a backfill, D is reported
+        # only after D-1 is loaded, and a change to D-1's trades marks D stale.
+        _TRADES_OF_D_AND_PREVIOUS_DAY,
+        "quotes",
+    ],
+    partitions_def=trading_day_partitions,
+    group_name="analytical",
+    kinds=SPARK_KINDS,
+    description="One row per loaded quote of the day with the latest trade price, its 30-minute "
+    "moving average and the bid/ask move from the previous trading day's close (SPEC.md §4).",
+)
+def eod_quote_report(context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource) -> MaterializeResult:
+    day = context.partition_key
+    session = spark.spark_session
+    trades = lake.read_day(session, "trades", day, schemas.TRADES)
+    quotes = lake.read_day(session, "quotes", day, schemas.QUOTES)
+    recent = lake.read_days(session, "trades", previous_days(day), schemas.TRADES)
+    previous = report.previous_trading_day_trades(recent)
+    path = lake.write_day(session, report.eod_quote_report(trades, quotes, previous, day), "eod_quote_report", day)
+
+    written = session.read.parquet(path)
+    row_count = written.count()
+    previous_day = recent.agg({"trade_dt": "max"}).first()[0]  # one value
+    context.log.info(f"eod_quote_report {day}: {row_count} rows; previous trading day {previous_day}")
+    return MaterializeResult(
+        metadata=dataset_metadata(
+            path,
+            row_count,
+            schemas.EOD_QUOTE_REPORT,
+            previous_trading_day=MetadataValue.text(str(previous_day) if previous_day else "none"),
+        )
+    )

@@ -1,0 +1,20 @@
+"""The one assembly point: every asset, job, schedule, sensor and resource."""
+
+from dagster import Definitions, in_process_executor
+
+from capstone_assets import assets, jobs, settings
+from capstone_assets.resources import LakeResource, spark_resource
+
+defs = Definitions(
+    assets=[assets.ingestion, assets.trades, assets.quotes, assets.eod_quote_report],
+    jobs=[jobs.preprocessing_job, jobs.analytical_job],
+    resources={
+        "spark": spark_resource(settings.value("SPARK_MASTER")),
+        "lake": LakeResource(
+            landing_root=settings.setting("CAPSTONE_LANDING_ROOT"),
+            lake_root=settings.setting("CAPSTONE_LAKE_ROOT"),
+        ),
+    },
+    # Ad-hoc UI runs too: one Spark session per run, not a JVM per step.
+    executor=in_process_executor,
+)

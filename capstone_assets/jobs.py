@@ -1,0 +1,31 @@
+"""The two daily workflows of the course, as partitioned asset jobs.
+
+Both run in-process: every step of a run shares one Spark session (one JVM)
+instead of starting one per step.
+"""
+
+from dagster import AssetSelection, define_asset_job, in_process_executor
+
+from capstone_assets.partitions import trading_day_partitions
+
+PREPROCESSING = "preprocessing"
+ANALYTICAL = "analytical"
+WORKFLOWS = (PREPROCESSING, ANALYTICAL)
+
+preprocessing_job = define_asset_job(
+    "preprocessing_job",
+    selection=AssetSelection.groups(PREPROCESSING),
+    partitions_def=trading_day_partitions,
+    executor_def=in_process_executor,
+    description="Ingestion and end-of-day load of one trading day.",
+    tags={"capstone/workflow": PREPROCESSING},
+)
+
+analytical_job = define_asset_job(
+    "analytical_job",
+    selection=AssetSelection.groups(ANALYTICAL),
+    partitions_def=trading_day_partitions,
+    executor_def=in_process_executor,
+    description="The EOD quote report of one trading day.",
+    tags={"capstone/workflow": ANALYTICAL},
+)

@@ -1,0 +1,1 @@
+"""Pure Spark logic: DataFrame -> DataFrame, no Dagster, no reads or writes, no actions."""

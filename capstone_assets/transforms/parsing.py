@@ -1,0 +1,227 @@
+"""Landing lines -> typed trade and quote records, or rejects (SPEC.md §1–§2).
+
+Every check is a column expression: SPEC.md's grammar is matched with a
+regular expression first and only then cast (`try_cast`, never `cast`, so a
+bad line never aborts the job in ANSI mode). The first failing check names the
+reject reason, in SPEC.md's order.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from capstone_assets import schemas
+
+# `\z` is the absolute end: Java's `$` would also match before a trailing CR.
+INT_RE = r"^[+-]?[0-9]+\z"
+PRICE_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\z"
+DATE_RE = r"^([0-9]{4})-([0-9]{2})-([0-9]{2})\z"
+TIMESTAMP_RE = (
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2}) ([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])(?:\.([0-9]{1,9}))?\z"
+)
+BLANK_RE = r"^[ \t]*\z"
+# RFC 8259 whitespace around one object. Spark's JSON reader ignores anything
+# after the first value, so trailing content is caught here and by the wrapper.
+JSON_OBJECT_SHAPE_RE = r"(?s)^[ \t\r\n]*\{.*\}[ \t\r\n]*\z"
+JSON_OPTIONS = {
+    "mode": "PERMISSIVE",
+    "columnNameOfCorruptRecord": "_corrupt_record",
+    "allowSingleQuotes": "false",
+    "allowNonNumericNumbers": "false",
+    "allowNumericLeadingZeros": "false",
+    "allowUnquotedControlChars": "false",
+}
+
+CSV_TRADE_FIELDS = 9
+CSV_QUOTE_FIELDS = 11
+
+
+def clean_lines(raw: DataFrame) -> DataFrame:
+    """Text-reader rows (`value`, `source_file`, `format`) -> non-blank landing lines.
+
+    One trailing CR is removed; blank lines (empty or only spaces/tabs) are
+    dropped and not counted. The exchange is the landing folder the file is in.
+    """
+    line = F.regexp_replace("value", "\r\\z", "")
+    return (
+        raw.select(
+            line.alias("line"),
+            "source_file",
+            F.regexp_extract("source_file", r"([^/]+)/[^/]+\z", 1).alias("landing_exchange"),
+            "format",
+        )
+        .where(~F.col("line").rlike(BLANK_RE))
+    )
+
+
+def lines_by_exchange(lines: DataFrame) -> DataFrame:
+    """Non-blank lines read per landing exchange: counted without the parser."""
+    return lines.groupBy("landing_exchange").agg(F.count(F.lit(1)).alias("lines"))
+
+
+def _parse_int(raw: Column) -> Column:
+    return F.when(raw.rlike(INT_RE), raw.try_cast("int"))
+
+
+def _parse_price(raw: Column) -> Column:
+    value = F.when(raw.rlike(PRICE_RE), raw.try_cast("double"))
+    # The grammar admits 1e400, which casts to infinity: too large for a double.
+    return F.when(F.abs(value) != F.lit(float("inf")), value)
+
+
+def _parse_timestamp(raw: Column) -> Column:
+    """`yyyy-MM-dd HH:mm:ss[.f{1,9}]` -> TIMESTAMP_NTZ, truncated to the microsecond."""
+    part = [F.regexp_extract(raw, TIMESTAMP_RE, i) for i in range(8)]
+    micros = F.rpad(part[7], 6, "0")  # rpad also cuts a longer fraction to 6 digits
+    seconds = F.concat(part[6], F.lit("."), micros).try_cast("decimal(8,6)")
+    timestamp = F.try_make_timestamp_ntz(
+        *(p.try_cast("int") for p in part[1:6]), seconds
+    )  # fmt: skip
+    return F.when(raw.rlike(TIMESTAMP_RE), timestamp)
+
+
+def _parse_date(raw: Column) -> Column:
+    part = [F.regexp_extract(raw, DATE_RE, i).try_cast("int") for i in range(1, 4)]
+    midnight = F.try_make_timestamp_ntz(*part, F.lit(0), F.lit(0), F.lit(0).cast("decimal(8,6)"))
+    return F.when(raw.rlike(DATE_RE), midnight.cast("date"))
+
+
+def _raw_fields(lines: DataFrame) -> DataFrame:
+    """Each line's fields as strings, from CSV positions or JSON keys."""
+    is_csv = F.col("format") == "csv"
+    csv = F.split("line", ",", -1)
+    wrapped = F.concat(F.lit('{"record":'), F.col("line"), F.lit("}"))
+    json = F.when(~is_csv, F.from_json(wrapped, schemas.JSON_LINE, JSON_OPTIONS))
+
+    def field(position: int | None, key: str | None) -> Column:
+        from_csv = F.get(csv, position) if position is not None else F.lit(None)
+        from_json = json["record"][key] if key is not None else F.lit(None)
+        return F.when(is_csv, from_csv).otherwise(from_json)
+
+    json_is_trade = json["record"]["event_type"] == "T"
+    return lines.select(
+        "line",
+        "source_file",
+        "landing_exchange",
+        is_csv.alias("is_csv"),
+        F.when(is_csv, F.size(csv)).alias("csv_fields"),
+        (
+            ~is_csv
+            & (
+                json["_corrupt_record"].isNotNull()
+                | json["record"].isNull()
+                | ~F.col("line").rlike(JSON_OBJECT_SHAPE_RE)
+            )
+        ).alias("is_bad_json"),
+        field(0, "trade_dt").alias("s_trade_dt"),
+        field(1, "file_tm").alias("s_arrival_tm"),
+        field(2, "event_type").alias("rec_type"),
+        field(3, "symbol").alias("symbol"),
+        field(4, "event_tm").alias("s_event_tm"),
+        field(5, "event_seq_nb").alias("s_event_seq_nb"),
+        field(6, "exchange").alias("exchange"),
+        field(None, "execution_id").alias("execution_id"),
+        F.when(is_csv, F.get(csv, 7))
+        .when(json_is_trade, json["record"]["price"])
+        .otherwise(json["record"]["bid_pr"])
+        .alias("s_price_1"),
+        F.when(is_csv, F.get(csv, 8))
+        .when(json_is_trade, json["record"]["size"])
+        .otherwise(json["record"]["bid_size"])
+        .alias("s_size_1"),
+        field(9, "ask_pr").alias("s_price_2"),
+        field(10, "ask_size").alias("s_size_2"),
+    )
+
+
+def _reject_reason(trade_dt: str) -> Column:
+    is_trade = F.col("rec_type") == "T"
+    is_quote = F.col("rec_type") == "Q"
+    csv_too_short = F.col("is_csv") & (F.col("csv_fields") < 3)
+    bad_rec_type = F.col("rec_type").isNull() | ~F.col("rec_type").isin("T", "Q")
+    wrong_field_count = F.col("is_csv") & (
+        (is_trade & (F.col("csv_fields") != CSV_TRADE_FIELDS))
+        | (is_quote & (F.col("csv_fields") != CSV_QUOTE_FIELDS))
+    )
+    missing_key = F.lit(False)
+    for key in ("symbol", "exchange", "s_event_tm", "s_event_seq_nb"):
+        missing_key = missing_key | F.col(key).isNull() | (F.col(key) == "")
+    bad_timestamp = (
+        F.col("trade_dt").isNull() | F.col("arrival_tm").isNull() | F.col("event_tm").isNull()
+    )
+    bad_number = (
+        F.col("event_seq_nb").isNull()
+        | F.col("price_1").isNull()
+        | F.col("size_1").isNull()
+        | (is_quote & (F.col("price_2").isNull() | F.col("size_2").isNull()))
+    )
+    negative_value = (
+        (F.col("price_1") < 0)
+        | (F.col("size_1") < 0)
+        | (is_quote & ((F.col("price_2") < 0) | (F.col("size_2") < 0)))
+    )
+    dt_mismatch = F.col("trade_dt") != F.lit(trade_dt).cast("date")
+    return (
+        F.when(csv_too_short, "field_count")
+        .when(F.col("is_bad_json"), "bad_json")
+        .when(bad_rec_type, "bad_rec_type")
+        .when(wrong_field_count, "field_count")
+        .when(missing_key, "missing_key")
+        .when(bad_timestamp, "bad_timestamp")
+        .when(bad_number, "bad_number")
+        .when(negative_value, "negative_value")
+        .when(dt_mismatch, "trade_dt_mismatch")
+    )
+
+
+def parse_lines(lines: DataFrame, trade_dt: str) -> DataFrame:
+    """Landing lines of one folder date -> one row per line, `reason` null when valid.
+
+    Feed the result to `select_trades`, `select_quotes` and `select_rejects`.
+    """
+    typed = _raw_fields(lines).select(
+        "*",
+        _parse_date(F.col("s_trade_dt")).alias("trade_dt"),
+        _parse_timestamp(F.col("s_arrival_tm")).alias("arrival_tm"),
+        _parse_timestamp(F.col("s_event_tm")).alias("event_tm"),
+        _parse_int(F.col("s_event_seq_nb")).alias("event_seq_nb"),
+        _parse_price(F.col("s_price_1")).alias("price_1"),
+        _parse_int(F.col("s_size_1")).alias("size_1"),
+        _parse_price(F.col("s_price_2")).alias("price_2"),
+        _parse_int(F.col("s_size_2")).alias("size_2"),
+    )
+    return typed.select("*", _reject_reason(trade_dt).alias("reason"))
+
+
+def select_trades(parsed: DataFrame) -> DataFrame:
+    valid_trade = F.col("reason").isNull() & (F.col("rec_type") == "T")
+    return parsed.where(valid_trade).select(
+        "symbol", "exchange", "event_tm", "event_seq_nb", "arrival_tm",
+        F.col("price_1").alias("trade_pr"),
+        F.col("size_1").alias("trade_size"),
+        "execution_id",
+        "source_file",
+    )  # fmt: skip
+
+
+def select_quotes(parsed: DataFrame) -> DataFrame:
+    valid_quote = F.col("reason").isNull() & (F.col("rec_type") == "Q")
+    return parsed.where(valid_quote).select(
+        "symbol", "exchange", "event_tm", "event_seq_nb", "arrival_tm",
+        F.col("price_1").alias("bid_pr"),
+        F.col("size_1").alias("bid_size"),
+        F.col("price_2").alias("ask_pr"),
+        F.col("size_2").alias("ask_size"),
+        "source_file",
+    )  # fmt: skip
+
+
+def select_rejects(parsed: DataFrame) -> DataFrame:
+    return parsed.where(F.col("reason").isNotNull()).select("line", "source_file", "reason")
+
+
+def count_by_exchange(dataset: DataFrame, name: str) -> DataFrame:
+    """Rows of an ingestion output per landing exchange (from its source file)."""
+    exchange = F.regexp_extract("source_file", r"([^/]+)/[^/]+\z", 1)
+    return dataset.groupBy(exchange.alias("landing_exchange")).agg(F.count(F.lit(1)).alias(name))

@@ -1,0 +1,111 @@
+"""The analytical EOD quote report (SPEC.md §4).
+
+Trades and quotes of day D go on one timeline per (symbol, exchange), a trade
+sorting before a quote at the same `event_tm`; a running `last(..., ignorenulls)`
+window carries the latest trade forward to every quote. The previous trading
+day contributes one row per pair (its last trade), broadcast-joined: no join
+grows with the number of trades times quotes.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import Window as W
+from pyspark.sql import functions as F
+
+PAIR = ("symbol", "exchange")
+MOVING_AVERAGE_MICROS = 30 * 60 * 1_000_000
+
+
+def _micros(column: str) -> F.Column:
+    # A NTZ timestamp as a number, without going through any time zone.
+    epoch = F.lit("1970-01-01 00:00:00").cast("timestamp_ntz")
+    return F.timestamp_diff("MICROSECOND", epoch, F.col(column))
+
+
+def with_moving_average(trades: DataFrame) -> DataFrame:
+    """Adds `mov_avg_pr`: the mean `trade_pr` of the pair's trades in [t − 30 min, t]."""
+    window = (
+        W.partitionBy(*PAIR)
+        .orderBy(_micros("event_tm"))
+        .rangeBetween(-MOVING_AVERAGE_MICROS, 0)
+    )
+    return trades.select("*", F.avg("trade_pr").over(window).alias("mov_avg_pr"))
+
+
+def previous_trading_day_trades(recent_trades: DataFrame) -> DataFrame:
+    """The trades of the latest day in `recent_trades` (D−7 … D−1, with `trade_dt`).
+
+    The day is chosen per date, not per pair: one max over all rows.
+    """
+    last_day = recent_trades.agg(F.max("trade_dt").alias("trade_dt"))
+    return recent_trades.join(F.broadcast(last_day), on="trade_dt", how="inner")
+
+
+def closing_trades(previous_day_trades: DataFrame) -> DataFrame:
+    """Per pair, the last trade of the previous trading day: close and its moving average."""
+    last = F.max(F.struct("event_tm", "event_seq_nb", "trade_pr", "mov_avg_pr")).alias("last")
+    return (
+        with_moving_average(previous_day_trades)
+        .groupBy(*PAIR)
+        .agg(last)
+        .select(
+            *PAIR,
+            F.col("last.trade_pr").alias("close_pr"),
+            F.col("last.mov_avg_pr").alias("close_mov_avg_pr"),
+        )
+    )
+
+
+def eod_quote_report(trades: DataFrame, quotes: DataFrame, previous_day_trades: DataFrame, trade_dt: str) -> DataFrame:
+    """One row per loaded quote of `trade_dt`, with the latest trade and the previous close."""
+    trade_events = with_moving_average(trades).select(
+        *PAIR,
+        "event_tm",
+        "event_seq_nb",
+        F.lit(0).alias("sort_kind"),  # trades first at equal event_tm
+        F.struct("trade_pr", "mov_avg_pr").alias("trade"),
+        *(F.lit(None).cast("double").alias(c) for c in ("bid_pr", "ask_pr")),
+        *(F.lit(None).cast("int").alias(c) for c in ("bid_size", "ask_size")),
+    )
+    quote_events = quotes.select(
+        *PAIR,
+        "event_tm",
+        "event_seq_nb",
+        F.lit(1).alias("sort_kind"),
+        F.lit(None).cast("struct<trade_pr:double,mov_avg_pr:double>").alias("trade"),
+        "bid_pr",
+        "ask_pr",
+        "bid_size",
+        "ask_size",
+    )
+    timeline = (
+        W.partitionBy(*PAIR)
+        .orderBy("event_tm", "sort_kind", "event_seq_nb")
+        .rowsBetween(W.unboundedPreceding, W.currentRow)
+    )
+    is_quote = F.col("sort_kind") == 1
+    quotes_with_last_trade = (
+        trade_events.unionByName(quote_events)
+        .select("*", F.last("trade", ignorenulls=True).over(timeline).alias("last_trade"))
+        .where(is_quote)
+    )
+    close = closing_trades(previous_day_trades)
+    return (
+        quotes_with_last_trade.join(F.broadcast(close), on=list(PAIR), how="left")
+        .select(
+            F.lit(trade_dt).cast("date").alias("trade_dt"),
+            *PAIR,
+            "event_tm",
+            "event_seq_nb",
+            "bid_pr",
+            "bid_size",
+            "ask_pr",
+            "ask_size",
+            F.coalesce("last_trade.trade_pr", "close_pr").alias("last_trade_pr"),
+            F.coalesce("last_trade.mov_avg_pr", "close_mov_avg_pr").alias("last_mov_avg_pr"),
+            "close_pr",
+            (F.col("bid_pr") - F.col("close_pr")).alias("bid_pr_mv"),
+            (F.col("ask_pr") - F.col("close_pr")).alias("ask_pr_mv"),
+        )
+    )
