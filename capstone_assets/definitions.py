@@ -3,7 +3,7 @@
 from dagster import Definitions, in_process_executor
 
 from capstone_assets import assets, jobs, settings
-from capstone_assets.resources import LakeResource, spark_resource
+from capstone_assets.resources import LakeResource, TrackerResource, spark_resource
 
 defs = Definitions(
     assets=[assets.ingestion, assets.trades, assets.quotes, assets.eod_quote_report],
@@ -13,6 +13,10 @@ defs = Definitions(
         "lake": LakeResource(
             landing_root=settings.setting("CAPSTONE_LANDING_ROOT"),
             lake_root=settings.setting("CAPSTONE_LAKE_ROOT"),
+        ),
+        "tracker": TrackerResource(
+            url=settings.setting("CAPSTONE_TRACKER_URL"),
+            table=settings.setting("CAPSTONE_TRACKER_TABLE"),
         ),
     },
     # Ad-hoc UI runs too: one Spark session per run, not a JVM per step.

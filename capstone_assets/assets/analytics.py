@@ -10,7 +10,9 @@ from dagster_pyspark import LazyPySparkResource
 from capstone_assets import schemas
 from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
 from capstone_assets.partitions import trading_day_partitions
-from capstone_assets.resources import LakeResource
+from capstone_assets.jobs import ANALYTICAL
+from capstone_assets.resources import LakeResource, TrackerResource
+from capstone_assets.tracking import tracked_step
 from capstone_assets.transforms import report
 
 # SPEC.md §4: the previous trading day is searched back this many calendar days.
@@ -46,18 +48,21 @@ with warnings.catch_warnings():
     description="One row per loaded quote of the day with the latest trade price, its 30-minute "
     "moving average and the bid/ask move from the previous trading day's close (SPEC.md §4).",
 )
-def eod_quote_report(context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource) -> MaterializeResult:
+def eod_quote_report(
+    context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, tracker: TrackerResource
+) -> MaterializeResult:
     day = context.partition_key
-    session = spark.spark_session
-    trades = lake.read_day(session, "trades", day, schemas.TRADES)
-    quotes = lake.read_day(session, "quotes", day, schemas.QUOTES)
-    recent = lake.read_days(session, "trades", previous_days(day), schemas.TRADES)
-    previous = report.previous_trading_day_trades(recent)
-    path = lake.write_day(session, report.eod_quote_report(trades, quotes, previous, day), "eod_quote_report", day)
-
-    written = session.read.parquet(path)
-    row_count = written.count()
-    previous_day = recent.agg({"trade_dt": "max"}).first()[0]  # one value
+    landed = lambda d: lake.has_landing_files(d, lambda: spark.spark_session)  # noqa: E731
+    with tracked_step(context, tracker, ANALYTICAL, has_landing_files=landed):
+        session = spark.spark_session
+        trades = lake.read_day(session, "trades", day, schemas.TRADES)
+        quotes = lake.read_day(session, "quotes", day, schemas.QUOTES)
+        recent = lake.read_days(session, "trades", previous_days(day), schemas.TRADES)
+        previous = report.previous_trading_day_trades(recent)
+        rows = report.eod_quote_report(trades, quotes, previous, day)
+        path = lake.write_day(session, rows, "eod_quote_report", day)
+        row_count = session.read.parquet(path).count()  # from Parquet footers
+        previous_day = recent.agg({"trade_dt": "max"}).first()[0]  # one value
     context.log.info(f"eod_quote_report {day}: {row_count} rows; previous trading day {previous_day}")
     return MaterializeResult(
         metadata=dataset_metadata(

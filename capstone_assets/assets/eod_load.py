@@ -7,16 +7,19 @@ from dagster_pyspark import LazyPySparkResource
 from capstone_assets import schemas
 from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
 from capstone_assets.partitions import trading_day_partitions
-from capstone_assets.resources import LakeResource
+from capstone_assets.jobs import PREPROCESSING
+from capstone_assets.resources import LakeResource, TrackerResource
+from capstone_assets.tracking import tracked_step
 from capstone_assets.transforms import load
 
 
-def _load(context, spark, lake, source: str, source_schema, target: str, transform, schema) -> MaterializeResult:
+def _load(context, spark, lake, tracker, source: str, source_schema, target: str, transform, schema):
     day = context.partition_key
-    session = spark.spark_session
-    raw = lake.read_day(session, source, day, source_schema)
-    path = lake.write_day(session, transform(raw), target, day)
-    row_count = session.read.schema(schema).parquet(path).count()  # from Parquet footers
+    with tracked_step(context, tracker, PREPROCESSING):
+        session = spark.spark_session
+        raw = lake.read_day(session, source, day, source_schema)
+        path = lake.write_day(session, transform(raw), target, day)
+        row_count = session.read.schema(schema).parquet(path).count()  # from Parquet footers
     context.log.info(f"{target} {day}: {row_count} rows")
     return MaterializeResult(metadata=dataset_metadata(path, row_count, schema))
 
@@ -29,8 +32,10 @@ def _load(context, spark, lake, source: str, source_schema, target: str, transfo
     description="The day's trades, one row per (symbol, exchange, event_tm, event_seq_nb): "
     "the latest arrival wins, ties go to the greatest (trade_pr, trade_size).",
 )
-def trades(context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource) -> MaterializeResult:
-    return _load(context, spark, lake, "raw_trades", schemas.RAW_TRADES, "trades", load.latest_trades, schemas.TRADES)
+def trades(
+    context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, tracker: TrackerResource
+) -> MaterializeResult:
+    return _load(context, spark, lake, tracker, "raw_trades", schemas.RAW_TRADES, "trades", load.latest_trades, schemas.TRADES)
 
 
 @asset(
@@ -41,5 +46,7 @@ def trades(context: AssetExecutionContext, spark: LazyPySparkResource, lake: Lak
     description="The day's quotes, one row per record key: the latest arrival wins, "
     "ties go to the greatest (bid_pr, bid_size, ask_pr, ask_size).",
 )
-def quotes(context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource) -> MaterializeResult:
-    return _load(context, spark, lake, "raw_quotes", schemas.RAW_QUOTES, "quotes", load.latest_quotes, schemas.QUOTES)
+def quotes(
+    context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, tracker: TrackerResource
+) -> MaterializeResult:
+    return _load(context, spark, lake, tracker, "raw_quotes", schemas.RAW_QUOTES, "quotes", load.latest_quotes, schemas.QUOTES)

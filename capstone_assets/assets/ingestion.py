@@ -10,7 +10,9 @@ from pyspark.sql import functions as F
 from capstone_assets import schemas
 from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
 from capstone_assets.partitions import trading_day_partitions
-from capstone_assets.resources import LakeResource
+from capstone_assets.jobs import PREPROCESSING
+from capstone_assets.resources import LakeResource, TrackerResource
+from capstone_assets.tracking import tracked_step
 from capstone_assets.transforms import parsing
 
 OUTPUTS = {
@@ -69,9 +71,16 @@ def exchange_counts(spark: SparkSession, lines: DataFrame, staged: dict) -> dict
     ],
     partitions_def=trading_day_partitions,
 )
-def ingestion(context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource):
+def ingestion(
+    context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, tracker: TrackerResource
+):
+    with tracked_step(context, tracker, PREPROCESSING):
+        results = list(_ingest(context, spark.spark_session, lake))
+    yield from results
+
+
+def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeResource):
     day = context.partition_key
-    session = spark.spark_session
     lines, file_count = read_landing_lines(session, lake, day, context.log)
     lines = lines.persist(StorageLevel.MEMORY_AND_DISK)
     staged = {}

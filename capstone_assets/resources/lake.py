@@ -18,6 +18,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from dagster import ConfigurableResource, get_dagster_logger
 from pyspark.sql import DataFrame, SparkSession
@@ -102,8 +103,16 @@ class LakeResource(ConfigurableResource):
             paths.sort()
         return found
 
-    def landing_days_with_files(self, spark: SparkSession, days: list[str]) -> list[str]:
-        return [day for day in days if self.landing_files(spark, day).count > 0]
+    def has_landing_files(self, day: str, spark: Callable[[], SparkSession]) -> bool:
+        """Whether any exchange delivered a file for the day. A local root needs no JVM."""
+        root = absolute(self.landing_root)
+        if _URL.match(root):
+            return self.landing_files(spark(), day).count > 0
+        return any(
+            f.is_file() and not f.name.startswith((".", "_"))
+            for fmt in FORMATS
+            for f in Path(root, fmt, day).glob("*/*")
+        )
 
     # -------------------------------------------------------------------- lake
     def asset_root(self, asset: str) -> str:
