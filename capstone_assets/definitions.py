@@ -2,12 +2,14 @@
 
 from dagster import Definitions, in_process_executor
 
-from capstone_assets import assets, jobs, settings
+from capstone_assets import assets, jobs, schedules, sensors, settings
 from capstone_assets.resources import LakeResource, TrackerResource, spark_resource
 
 defs = Definitions(
     assets=[assets.ingestion, assets.trades, assets.quotes, assets.eod_quote_report],
     jobs=[jobs.preprocessing_job, jobs.analytical_job],
+    schedules=[schedules.preprocessing_schedule],
+    sensors=[sensors.landing_sensor, sensors.analytical_sensor],
     resources={
         "spark": spark_resource(settings.value("SPARK_MASTER")),
         "lake": LakeResource(

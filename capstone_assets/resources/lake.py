@@ -30,6 +30,10 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+def is_url(path: str) -> bool:
+    return bool(_URL.match(path))
+
+
 def absolute(path: str) -> str:
     """A local relative path as an absolute one; URLs (`s3a://…`) unchanged."""
     return path if _URL.match(path) else str(Path(path).expanduser().resolve())
@@ -106,7 +110,7 @@ class LakeResource(ConfigurableResource):
     def has_landing_files(self, day: str, spark: Callable[[], SparkSession]) -> bool:
         """Whether any exchange delivered a file for the day. A local root needs no JVM."""
         root = absolute(self.landing_root)
-        if _URL.match(root):
+        if is_url(root):
             return self.landing_files(spark(), day).count > 0
         return any(
             f.is_file() and not f.name.startswith((".", "_"))

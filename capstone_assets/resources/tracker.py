@@ -20,7 +20,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 from dagster import ConfigurableResource
-from pydantic import Field, field_validator
+from pydantic import Field
 from sqlalchemy.dialects import postgresql, sqlite
 
 RUNNING, SUCCESS, FAILED = "running", "success", "failed"
@@ -105,24 +105,18 @@ class TrackerResource(ConfigurableResource):
         default=180.0, description="A claim from another host whose heartbeat is older than this is stale"
     )
 
-    @field_validator("table")
-    @classmethod
-    def _valid_identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError(f"tracker table '{value}' is not a valid SQL identifier ([A-Za-z_][A-Za-z0-9_]*)")
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _supported_url(cls, value: str) -> str:
-        if value.startswith("postgresql://") or value.startswith("postgres://"):
+    def check_config(self) -> None:
+        """Raises ValueError with a message an operator can act on. Called on first use:
+        at definition time the fields may still be unresolved `EnvVar`s."""
+        if not _IDENTIFIER.match(self.table):
+            raise ValueError(f"tracker table '{self.table}' is not a valid SQL identifier ([A-Za-z_][A-Za-z0-9_]*)")
+        if self.url.startswith(("postgresql://", "postgres://")):
             raise ValueError(
                 "CAPSTONE_TRACKER_URL must name the driver: use postgresql+psycopg2://… "
                 "(SQLAlchemy maps postgresql:// to psycopg 3, which is not installed)"
             )
-        if not (value.startswith("postgresql+psycopg2://") or value.startswith("sqlite:///")):
-            raise ValueError(f"unsupported CAPSTONE_TRACKER_URL '{value}': use postgresql+psycopg2:// or sqlite:///")
-        return value
+        if not self.url.startswith(("postgresql+psycopg2://", "sqlite:///")):
+            raise ValueError(f"unsupported CAPSTONE_TRACKER_URL '{self.url}': use postgresql+psycopg2://… or sqlite:///…")
 
     # ------------------------------------------------------------------ schema
     def _table(self) -> sa.Table:
@@ -146,6 +140,7 @@ class TrackerResource(ConfigurableResource):
     @contextmanager
     def _transaction(self) -> Iterator[tuple[sa.Connection, sa.Table]]:
         """One transaction: commit on success, roll back on error, connection returned."""
+        self.check_config()
         table = self._table()
         engine = _engine(self.url)
         if (self.url, self.table) not in _CREATED:
