@@ -1,0 +1,43 @@
+# The newcomer's commands: `make run` (demo pipeline) and `make test` (the suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+# make run and make dev keep Dagster's own records in a local SQLite instance.
+export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
+
+.PHONY: install run dev test lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v java >/dev/null || { echo "Java 17 is needed by PySpark: install a JDK (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+# The whole pipeline on the demo landing zone (or on $CAPSTONE_LANDING_ROOT when set).
+run: install
+	@mkdir -p "$(DAGSTER_HOME)"
+	@if [ -z "$$CAPSTONE_LANDING_ROOT" ]; then $(BIN)/capstone-demo; fi
+	$(BIN)/python -m capstone_assets.run
+
+# The Dagster UI (and the daemon for schedules and sensors) on the same setup.
+dev: install
+	@mkdir -p "$(DAGSTER_HOME)"
+	@if [ -z "$$CAPSTONE_LANDING_ROOT" ] && [ ! -d var/landing ]; then $(BIN)/capstone-demo; fi
+	$(BIN)/dagster dev -w workspace.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+# Recompile the pinned lock file after changing pyproject.toml's dependencies.
+lock:
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra test --strip-extras --output-file requirements.lock pyproject.toml
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,89 @@
+"""Runs both workflows for every landed day through Dagster (`make run`).
+
+    python -m capstone_assets.run [DAY ...]
+
+Without days, every trading day with landing files under the landing root, in
+date order. The jobs run in this one process against the Dagster instance in
+`DAGSTER_HOME` (the runs show in the UI afterwards) and share one Spark
+session, so the JVM starts once, not once per day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from dagster import DagsterInstance
+
+from capstone_assets import settings
+from capstone_assets.definitions import defs
+from capstone_assets.partitions import is_trading_day, parse_day
+from capstone_assets.resources.lake import FORMATS, absolute, is_url
+
+
+def landed_days(landing_root: str) -> list[str]:
+    days = set()
+    for fmt in FORMATS:
+        for folder in Path(landing_root, fmt).glob("????-??-??"):
+            if any(p.is_file() for p in folder.glob("*/*")):
+                days.add(folder.name)
+    return sorted(d for d in days if is_trading_day(dt.date.fromisoformat(d)))
+
+
+def run_days(days: list[str], instance: DagsterInstance) -> bool:
+    for day in days:
+        for job_name in ("preprocessing_job", "analytical_job"):
+            print(f"==> {job_name} {day}", flush=True)
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                partition_key=day, instance=instance, raise_on_error=False
+            )
+            if not result.success:
+                print(f"{job_name} failed for {day} (run {result.run_id}); see the log above", file=sys.stderr)
+                return False
+    return True
+
+
+def show_report(days: list[str]) -> None:
+    from pyspark.sql import SparkSession
+
+    lake_root = absolute(settings.value("CAPSTONE_LAKE_ROOT"))
+    spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+    report_root = f"{lake_root}/eod_quote_report"
+    report = spark.read.parquet(report_root)
+    print(f"\nThe EOD quote report is at {report_root}/trade_dt=<day>/ ({', '.join(days)})")
+    counts = report.groupBy("trade_dt").count().orderBy("trade_dt").collect()  # one row per day
+    for row in counts:
+        print(f"  trade_dt={row['trade_dt']}: {row['count']} rows")
+    print(f"\nFirst rows of {days[-1]}:")
+    (
+        report.where(f"trade_dt = '{days[-1]}'")
+        .orderBy("symbol", "exchange", "event_tm", "event_seq_nb")
+        .show(10, truncate=False)
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m capstone_assets.run", description=__doc__.splitlines()[0])
+    parser.add_argument("days", nargs="*", help="trading days (default: every landed day)")
+    args = parser.parse_args(argv)
+    landing_root = absolute(settings.value("CAPSTONE_LANDING_ROOT"))
+    if args.days:
+        days = sorted(parse_day(d).isoformat() for d in args.days)
+    elif is_url(landing_root):
+        parser.error(f"name the days to run: the landing root {landing_root} is not a local folder")
+    else:
+        days = landed_days(landing_root)
+    if not days:
+        print(f"No landing files under {landing_root}: nothing to run", file=sys.stderr)
+        return 1
+    print(f"Running {len(days)} trading days from {landing_root}: {', '.join(days)}")
+    if not run_days(days, DagsterInstance.get()):
+        return 1
+    show_report(days)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
