@@ -1,0 +1,258 @@
+"""SPEC.md §1–§2 on hand-written lines: parsing, every reject reason and its precedence."""
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import Row
+from pyspark.testing import assertDataFrameEqual
+
+from capstone_assets import schemas
+from capstone_assets.transforms import parsing
+
+DAY = "2020-08-05"
+NYSE_FILE = "file:/landing/csv/2020-08-05/NYSE/part-0.txt"
+NASDAQ_FILE = "file:/landing/json/2020-08-05/NASDAQ/part-0.txt"
+CSV_TRADE = "2020-08-05,2020-08-05 09:30:00.0,T,SYMA,2020-08-05 10:00:00.123,7,NYSE,77.5,100"
+CSV_QUOTE = "2020-08-05,2020-08-05 09:30:00.0,Q,SYMA,2020-08-05 10:00:00.5,8,NYSE,77.25,100,77.75,200"
+
+
+def ts(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def raw_frame(spark, values: list[str], fmt: str = "csv", source: str | None = None):
+    source = source or (NYSE_FILE if fmt == "csv" else NASDAQ_FILE)
+    return spark.createDataFrame(
+        [(v, source, fmt) for v in values], "value string, source_file string, format string"
+    )
+
+
+def parse(spark, values: list[str], fmt: str = "csv"):
+    return parsing.parse_lines(parsing.clean_lines(raw_frame(spark, values, fmt)), DAY)
+
+
+def reasons(spark, values: list[str], fmt: str = "csv") -> list[str | None]:
+    rows = parse(spark, values, fmt).select("line", "reason").collect()
+    by_line = {r["line"]: r["reason"] for r in rows}
+    return [by_line[v] for v in values]
+
+
+def trade(**fields) -> str:
+    values = dict(zip(
+        ["trade_dt", "arrival_tm", "rec_type", "symbol", "event_tm", "seq", "exchange", "price", "size"],
+        CSV_TRADE.split(","),
+    ))  # fmt: skip
+    values.update(fields)
+    return ",".join(values.values())
+
+
+def test_csv_trade_and_quote_parse_to_the_common_schema(spark):
+    parsed = parse(spark, [CSV_TRADE, CSV_QUOTE])
+    expected_trade = Row(
+        symbol="SYMA", exchange="NYSE", event_tm=ts("2020-08-05 10:00:00.123"), event_seq_nb=7,
+        arrival_tm=ts("2020-08-05 09:30:00"), trade_pr=77.5, trade_size=100, execution_id=None,
+        source_file=NYSE_FILE,
+    )  # fmt: skip
+    assertDataFrameEqual(parsing.select_trades(parsed), [expected_trade])
+    expected_quote = Row(
+        symbol="SYMA", exchange="NYSE", event_tm=ts("2020-08-05 10:00:00.5"), event_seq_nb=8,
+        arrival_tm=ts("2020-08-05 09:30:00"), bid_pr=77.25, bid_size=100, ask_pr=77.75, ask_size=200,
+        source_file=NYSE_FILE,
+    )  # fmt: skip
+    assertDataFrameEqual(parsing.select_quotes(parsed), [expected_quote])
+    assert parsing.select_trades(parsed).schema.fieldNames() == schemas.RAW_TRADES.fieldNames()
+    assert parsing.select_quotes(parsed).schema.fieldNames() == schemas.RAW_QUOTES.fieldNames()
+    assert parsing.select_rejects(parsed).count() == 0
+
+
+def test_json_trade_reads_price_and_size_and_quoted_numbers(spark):
+    line = (
+        '{"trade_dt":"2020-08-05","file_tm":"2020-08-05 09:30:00.000","event_type":"T","symbol":"SYMA",'
+        '"event_tm":"2020-08-05 10:00:00.1","event_seq_nb":"3","exchange":"NASDAQ","execution_id":"X1",'
+        '"price":"77.5","size":100}'
+    )
+    quote = (
+        '{"trade_dt":"2020-08-05","file_tm":"2020-08-05 09:30:00","event_type":"Q","symbol":"SYMB",'
+        '"event_tm":"2020-08-05 10:00:00","event_seq_nb":4,"exchange":"NASDAQ",'
+        '"bid_pr":33.5,"bid_size":100,"ask_pr":1.5e1,"ask_size":"200"}'
+    )
+    parsed = parse(spark, [line, quote], fmt="json")
+    assertDataFrameEqual(
+        parsing.select_trades(parsed),
+        [Row(symbol="SYMA", exchange="NASDAQ", event_tm=ts("2020-08-05 10:00:00.1"), event_seq_nb=3,
+             arrival_tm=ts("2020-08-05 09:30:00"), trade_pr=77.5, trade_size=100, execution_id="X1",
+             source_file=NASDAQ_FILE)],
+    )  # fmt: skip
+    assertDataFrameEqual(
+        parsing.select_quotes(parsed),
+        [Row(symbol="SYMB", exchange="NASDAQ", event_tm=ts("2020-08-05 10:00:00"), event_seq_nb=4,
+             arrival_tm=ts("2020-08-05 09:30:00"), bid_pr=33.5, bid_size=100, ask_pr=15.0, ask_size=200,
+             source_file=NASDAQ_FILE)],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fraction, expected",
+    [
+        ("", "2020-08-05 10:00:00"),
+        (".1", "2020-08-05 10:00:00.1"),
+        (".12", "2020-08-05 10:00:00.12"),
+        (".123", "2020-08-05 10:00:00.123"),
+        (".123456", "2020-08-05 10:00:00.123456"),
+        (".1234567", "2020-08-05 10:00:00.123456"),  # kept to the microsecond
+        (".123456789", "2020-08-05 10:00:00.123456"),
+    ],
+)
+def test_timestamp_fractions_of_one_to_nine_digits(spark, fraction, expected):
+    parsed = parse(spark, [trade(event_tm=f"2020-08-05 10:00:00{fraction}")])
+    assert [r["event_tm"] for r in parsing.select_trades(parsed).collect()] == [ts(expected)]
+
+
+def test_crlf_and_blank_lines(spark, tmp_path):
+    folder = tmp_path / "csv" / DAY / "NYSE"
+    folder.mkdir(parents=True)
+    (folder / "batch.txt").write_bytes(
+        (CSV_TRADE + "\r\n" + "\n" + "  \t \r\n" + CSV_QUOTE + "\r\r\n").encode()
+    )
+    raw = (
+        spark.read.option("lineSep", "\n")
+        .text(str(folder / "batch.txt"))
+        .selectExpr("value", "_metadata.file_path as source_file", "'csv' as format")
+    )
+    lines = parsing.clean_lines(raw)
+    # Blank lines are not read; one trailing CR is removed, a second one stays.
+    assert sorted(r["line"] for r in lines.collect()) == sorted([CSV_TRADE, CSV_QUOTE + "\r"])
+    assertDataFrameEqual(parsing.lines_by_exchange(lines), [Row(landing_exchange="NYSE", lines=2)])
+    parsed = parsing.parse_lines(lines, DAY)
+    assert parsing.select_trades(parsed).count() == 1
+    assert [r["reason"] for r in parsing.select_rejects(parsed).collect()] == ["bad_number"]
+
+
+CSV_REJECTS = [
+    # field_count: fewer than 3 fields comes before everything
+    ("2020-08-05,x", "field_count"),
+    # bad_rec_type, before the field count for the type
+    (trade(rec_type="X"), "bad_rec_type"),
+    (trade(rec_type="t"), "bad_rec_type"),
+    (CSV_TRADE + ",1", "field_count"),
+    (CSV_QUOTE.rsplit(",", 1)[0], "field_count"),
+    # missing_key before bad_timestamp
+    (trade(symbol="", event_tm="garbage"), "missing_key"),
+    (trade(exchange=""), "missing_key"),
+    (trade(event_tm=""), "missing_key"),
+    (trade(seq=""), "missing_key"),
+    # bad_timestamp: trade_dt, arrival_tm, event_tm
+    (trade(trade_dt="2020-8-05"), "bad_timestamp"),
+    (trade(trade_dt="2020-02-30"), "bad_timestamp"),
+    (trade(arrival_tm="2020-08-05T09:30:00"), "bad_timestamp"),
+    (trade(event_tm="2020-08-05 24:00:00"), "bad_timestamp"),
+    (trade(event_tm="2020-08-05 10:00:00Z"), "bad_timestamp"),
+    (trade(event_tm="2020-08-05 10:00:00.1234567890"), "bad_timestamp"),
+    (trade(event_tm="2020-08-05 9:00:00"), "bad_timestamp"),
+    (trade(event_tm=" 2020-08-05 10:00:00"), "bad_timestamp"),
+    (trade(event_tm="2021-02-29 10:00:00"), "bad_timestamp"),
+    (trade(event_tm="2020-08-05 10:00:00", price="-1"), "negative_value"),
+    # bad_number before negative_value
+    (trade(seq="1.0"), "bad_number"),
+    (trade(size="100.0"), "bad_number"),
+    (trade(size="99999999999"), "bad_number"),
+    (trade(price="NaN"), "bad_number"),
+    (trade(price="Infinity"), "bad_number"),
+    (trade(price="1e400"), "bad_number"),
+    (trade(price="_"), "bad_number"),
+    (trade(price=" 5"), "bad_number"),
+    (trade(price=""), "bad_number"),
+    (trade(price="٣"), "bad_number"),
+    (trade(price="-5", size="x"), "bad_number"),
+    # negative_value before trade_dt_mismatch
+    (trade(price="-0.5"), "negative_value"),
+    (trade(size="-100"), "negative_value"),
+    (trade(price="-1", trade_dt="2020-08-04"), "negative_value"),
+    (trade(trade_dt="2020-08-04"), "trade_dt_mismatch"),
+    # valid
+    (trade(price="-0.0"), None),
+    (trade(seq="-3"), None),
+    (trade(symbol=" "), None),
+    (trade(price="5."), None),
+    (trade(price=".5"), None),
+    (trade(price="+1.5e2"), None),
+]
+
+
+def test_every_csv_reject_reason_and_its_precedence(spark):
+    assert reasons(spark, [line for line, _ in CSV_REJECTS]) == [r for _, r in CSV_REJECTS]
+
+
+JSON_OK = (
+    '{"trade_dt":"2020-08-05","file_tm":"2020-08-05 09:30:00","event_type":"T","symbol":"SYMA",'
+    '"event_tm":"2020-08-05 10:00:00","event_seq_nb":1,"exchange":"NASDAQ","price":77.5,"size":100}'
+)
+
+
+def json_trade(drop: tuple[str, ...] = (), **fields) -> str:
+    import json
+
+    obj = json.loads(JSON_OK)
+    for key in drop:
+        obj.pop(key)
+    obj.update(fields)
+    return json.dumps(obj)
+
+
+JSON_REJECTS = [
+    (JSON_OK[:-1] + ",}", "bad_json"),  # trailing comma
+    (JSON_OK + " x", "bad_json"),  # trailing content
+    (JSON_OK + JSON_OK, "bad_json"),  # two objects on one line
+    ("[" + JSON_OK + "]", "bad_json"),
+    ('"text"', "bad_json"),
+    ("null", "bad_json"),
+    (JSON_OK.replace('"', "'"), "bad_json"),
+    ('{"event_type":"T", "price": NaN}', "bad_json"),
+    (json_trade(drop=("event_type",)), "bad_rec_type"),
+    (json_trade(event_type="q"), "bad_rec_type"),
+    ("{}", "bad_rec_type"),
+    (json_trade(drop=("symbol",), event_tm="bad"), "missing_key"),
+    (json_trade(exchange=""), "missing_key"),
+    (json_trade(event_seq_nb=None), "missing_key"),
+    (json_trade(drop=("trade_dt",)), "bad_timestamp"),
+    (json_trade(drop=("file_tm",)), "bad_timestamp"),
+    (json_trade(drop=("price",), trade_pr=77.5), "bad_number"),
+    (json_trade(price=None), "bad_number"),
+    (json_trade(price=True), "bad_number"),
+    (json_trade(price=[1]), "bad_number"),
+    (json_trade(price={"v": 1}), "bad_number"),
+    (json_trade(price="77.5x"), "bad_number"),
+    (json_trade(size=100.0), "bad_number"),
+    (json_trade(event_seq_nb=1.5), "bad_number"),
+    (json_trade(price=-1), "negative_value"),
+    (json_trade(trade_dt="2020-08-06"), "trade_dt_mismatch"),
+    (json_trade(price="77.5", size="100"), None),
+    (json_trade(event_seq_nb=-1), None),
+    ("  " + JSON_OK + " ", None),
+]
+
+
+def test_every_json_reject_reason_and_its_precedence(spark):
+    assert reasons(spark, [line for line, _ in JSON_REJECTS], fmt="json") == [r for _, r in JSON_REJECTS]
+
+
+def test_rejects_keep_the_verbatim_line_and_source(spark):
+    bad = trade(price="abc")
+    parsed = parse(spark, [bad, CSV_TRADE])
+    assertDataFrameEqual(
+        parsing.select_rejects(parsed), [Row(line=bad, source_file=NYSE_FILE, reason="bad_number")]
+    )
+
+
+def test_conservation_identity_is_counted_without_the_parser(spark):
+    values = [line for line, _ in CSV_REJECTS] + [CSV_QUOTE, "   ", "\t"]
+    lines = parsing.clean_lines(raw_frame(spark, values))
+    parsed = parsing.parse_lines(lines, DAY)
+    read = parsing.lines_by_exchange(lines).collect()[0]["lines"]
+    outputs = sum(
+        select(parsed).count()
+        for select in (parsing.select_trades, parsing.select_quotes, parsing.select_rejects)
+    )
+    assert read == len(values) - 2 == outputs
+    counted = parsing.count_by_exchange(parsing.select_rejects(parsed), "rejects").collect()
+    assert counted[0]["landing_exchange"] == "NYSE"

@@ -1,0 +1,129 @@
+"""SPEC.md §4 on hand-computed timelines."""
+
+import datetime as dt
+
+from pyspark.sql import Row
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from capstone_assets import schemas
+from capstone_assets.transforms import report
+
+DAY = "2020-08-10"  # a Monday
+FRIDAY = "2020-08-07"
+
+
+def at(day: str, clock: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(f"{day} {clock}")
+
+
+def trades(spark, rows, day=DAY):
+    """rows: (symbol, exchange, clock, seq, price)."""
+    return spark.createDataFrame(
+        [(s, e, at(day, c), q, at(day, "09:00:00"), p, 100, None, "f") for s, e, c, q, p in rows],
+        schemas.TRADES,
+    )
+
+
+def quotes(spark, rows, day=DAY):
+    """rows: (symbol, exchange, clock, seq, bid, ask)."""
+    return spark.createDataFrame(
+        [(s, e, at(day, c), q, at(day, "09:00:00"), b, 100, a, 200, "f") for s, e, c, q, b, a in rows],
+        schemas.QUOTES,
+    )
+
+
+def with_day(df, day):
+    return df.withColumn("trade_dt", F.lit(day).cast("date"))
+
+
+def report_row(symbol, exchange, clock, seq, bid, ask, last, mov, close):
+    return Row(
+        trade_dt=dt.date.fromisoformat(DAY), symbol=symbol, exchange=exchange, event_tm=at(DAY, clock),
+        event_seq_nb=seq, bid_pr=bid, bid_size=100, ask_pr=ask, ask_size=200, last_trade_pr=last,
+        last_mov_avg_pr=mov, close_pr=close,
+        bid_pr_mv=None if close is None else bid - close, ask_pr_mv=None if close is None else ask - close,
+    )  # fmt: skip
+
+
+def test_moving_average_includes_exactly_thirty_minutes_earlier(spark):
+    day_trades = trades(spark, [
+        ("A", "X", "10:00:00.000", 1, 10.0),
+        ("A", "X", "10:29:59.999", 2, 20.0),  # 30 min + 1 ms before 11:00: out
+        ("A", "X", "10:30:00.000", 3, 30.0),  # exactly 30 min before 11:00: in
+        ("A", "X", "11:00:00.000", 4, 60.0),
+        ("B", "X", "10:45:00.000", 1, 1000.0),  # another pair never mixes in
+    ])  # fmt: skip
+    averages = report.with_moving_average(day_trades).select("symbol", "event_seq_nb", "mov_avg_pr")
+    assertDataFrameEqual(
+        averages,
+        [
+            Row(symbol="A", event_seq_nb=1, mov_avg_pr=10.0),
+            Row(symbol="A", event_seq_nb=2, mov_avg_pr=15.0),
+            Row(symbol="A", event_seq_nb=3, mov_avg_pr=20.0),
+            Row(symbol="A", event_seq_nb=4, mov_avg_pr=45.0),  # (30 + 60) / 2
+            Row(symbol="B", event_seq_nb=1, mov_avg_pr=1000.0),
+        ],
+    )
+
+
+def test_latest_trade_previous_close_and_same_time_ordering(spark):
+    friday = trades(spark, [
+        ("A", "X", "15:00:00", 1, 8.0),
+        ("A", "X", "15:59:00", 2, 9.0),  # Friday's close; 15:00 is 59 min earlier, so its average is 9.0
+        ("B", "X", "15:00:00", 1, 50.0),
+    ], day=FRIDAY)  # fmt: skip
+    monday_trades = trades(spark, [
+        ("A", "X", "10:00:00", 5, 10.0),
+        ("A", "X", "10:00:00", 6, 12.0),  # same event_tm, greater seq: the latest
+        ("A", "X", "10:20:00", 7, 14.0),
+    ])  # fmt: skip
+    monday_quotes = quotes(spark, [
+        ("A", "X", "09:45:00", 1, 9.5, 9.7),  # before the day's first trade: Friday's last
+        ("A", "X", "10:00:00", 2, 11.5, 11.7),  # same time as trades 5 and 6: they count as before
+        ("A", "X", "10:30:00", 3, 13.5, 13.7),
+        ("B", "X", "10:00:00", 1, 49.0, 51.0),  # no trade today: Friday's for the pair
+        ("C", "X", "10:00:00", 1, 5.0, 6.0),  # no trade today nor Friday: nulls
+    ])  # fmt: skip
+    # D-7 … D-1 holds Friday only (the weekend has no folder): Friday is the previous day.
+    recent = with_day(friday, FRIDAY)
+    result = report.eod_quote_report(monday_trades, monday_quotes, report.previous_trading_day_trades(recent), DAY)
+    assertDataFrameEqual(
+        result,
+        [
+            report_row("A", "X", "09:45:00", 1, 9.5, 9.7, last=9.0, mov=9.0, close=9.0),
+            report_row("A", "X", "10:00:00", 2, 11.5, 11.7, last=12.0, mov=11.0, close=9.0),
+            report_row("A", "X", "10:30:00", 3, 13.5, 13.7, last=14.0, mov=12.0, close=9.0),
+            report_row("B", "X", "10:00:00", 1, 49.0, 51.0, last=50.0, mov=50.0, close=50.0),
+            report_row("C", "X", "10:00:00", 1, 5.0, 6.0, last=None, mov=None, close=None),
+        ],
+    )
+    assert result.schema.fieldNames() == schemas.EOD_QUOTE_REPORT.fieldNames()
+
+
+def test_previous_trading_day_is_the_latest_day_with_trades_for_any_pair(spark):
+    thursday = with_day(trades(spark, [("A", "X", "15:00:00", 1, 7.0), ("B", "X", "15:00:00", 1, 70.0)],
+                               day="2020-08-06"), "2020-08-06")  # fmt: skip
+    friday = with_day(trades(spark, [("A", "X", "15:00:00", 1, 8.0)], day=FRIDAY), FRIDAY)
+    previous = report.previous_trading_day_trades(thursday.unionByName(friday))
+    # Decided per date: B has no Friday trade, so B gets nothing (Thursday is not searched).
+    assertDataFrameEqual(
+        report.closing_trades(previous), [Row(symbol="A", exchange="X", close_pr=8.0, close_mov_avg_pr=8.0)]
+    )
+
+
+def test_no_previous_day_gives_nulls(spark):
+    empty = spark.createDataFrame([], schemas.TRADES).withColumn("trade_dt", F.lit(None).cast("date"))
+    result = report.eod_quote_report(
+        trades(spark, [("A", "X", "10:00:00", 1, 10.0)]),
+        quotes(spark, [("A", "X", "09:59:00", 1, 9.0, 9.5), ("A", "X", "10:01:00", 2, 9.8, 10.2)]),
+        report.previous_trading_day_trades(empty),
+        DAY,
+    )
+    assertDataFrameEqual(
+        result,
+        [
+            report_row("A", "X", "09:59:00", 1, 9.0, 9.5, last=None, mov=None, close=None),
+            report_row("A", "X", "10:01:00", 2, 9.8, 10.2, last=10.0, mov=10.0, close=None),
+        ],
+    )
