@@ -6,8 +6,6 @@ instead of starting one per step.
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
-from capstone_assets.partitions import trading_day_partitions
-
 PREPROCESSING = "preprocessing"
 ANALYTICAL = "analytical"
 WORKFLOWS = (PREPROCESSING, ANALYTICAL)
@@ -15,7 +13,6 @@ WORKFLOWS = (PREPROCESSING, ANALYTICAL)
 preprocessing_job = define_asset_job(
     "preprocessing_job",
     selection=AssetSelection.groups(PREPROCESSING),
-    partitions_def=trading_day_partitions,
     executor_def=in_process_executor,
     description="Ingestion and end-of-day load of one trading day.",
     tags={"capstone/workflow": PREPROCESSING},
@@ -24,7 +21,6 @@ preprocessing_job = define_asset_job(
 analytical_job = define_asset_job(
     "analytical_job",
     selection=AssetSelection.groups(ANALYTICAL),
-    partitions_def=trading_day_partitions,
     executor_def=in_process_executor,
     description="The EOD quote report of one trading day.",
     tags={"capstone/workflow": ANALYTICAL},

@@ -56,7 +56,7 @@ def analytical_gate(tracker: TrackerResource, day: str, has_landing_files: Calla
 
 def _materialized_in_run(context: AssetExecutionContext) -> set[str]:
     records = context.instance.get_records_for_run(
-        run_id=context.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+        run_id=context.run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
     ).records
     return {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in records}
 
@@ -98,17 +98,17 @@ def tracked_step(
     try:
         if workflow == ANALYTICAL:
             analytical_gate(tracker, day, has_landing_files or (lambda _: False))
-        tracker.claim(workflow, day, context.run_id)
+        tracker.claim(workflow, day, context.run.run_id)
     except JobRefused as refusal:
         raise Failure(description=str(refusal), allow_retries=False) from None
-    context.log.info(f"{job}: claimed by run {context.run_id}")
+    context.log.info(f"{job}: claimed by run {context.run.run_id}")
     this_step = {key.to_user_string() for key in context.selected_asset_keys}
     try:
-        with tracker.heartbeating(job, context.run_id):
+        with tracker.heartbeating(job, context.run.run_id):
             yield job
     except BaseException as error:
         text = "".join(traceback.format_exception_only(type(error), error)).strip()
-        tracker.update_status(job, FAILED, run_id=context.run_id, error=f"{context.op_handle}: {text}"[:4000])
+        tracker.update_status(job, FAILED, run_id=context.run.run_id, error=f"{context.op_handle}: {text}"[:4000])
         context.log.error(f"{job}: failed")
         raise
     remaining = _planned_in_run(context, workflow) - _materialized_in_run(context) - this_step
@@ -117,7 +117,7 @@ def tracked_step(
     stale = out_of_date(context, workflow, day, this_step)
     if stale:
         message = f"incomplete: {', '.join(stale)} not up to date with the latest ingestion of {day}"
-        tracker.update_status(job, FAILED, run_id=context.run_id, error=message)
+        tracker.update_status(job, FAILED, run_id=context.run.run_id, error=message)
         context.log.warning(f"{job}: {message}; status failed until they are materialized")
-    elif tracker.update_status(job, SUCCESS, run_id=context.run_id):
+    elif tracker.update_status(job, SUCCESS, run_id=context.run.run_id):
         context.log.info(f"{job}: success")
