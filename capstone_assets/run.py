@@ -1,9 +1,11 @@
 """Runs both workflows for every landed day through Dagster (`make run`).
 
     python -m capstone_assets.run [DAY ...]
+    python -m capstone_assets.run --from 2020-08-05 --to 2020-08-11
 
-Without days, every trading day with landing files under the landing root, in
-date order. The jobs run in this one process against the Dagster instance in
+Without days, every trading day with landing files under the landing root;
+with `--from`/`--to`, every trading day in that range; always in date order,
+so each day's report runs after its previous trading day is loaded. The jobs run in this one process against the Dagster instance in
 `DAGSTER_HOME` (the runs show in the UI afterwards) and share one Spark
 session, so the JVM starts once, not once per day.
 """
@@ -67,10 +69,23 @@ def show_report(days: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m capstone_assets.run", description=__doc__.splitlines()[0])
     parser.add_argument("days", nargs="*", help="trading days (default: every landed day)")
+    parser.add_argument("--from", dest="first", metavar="DAY", help="first day of a range")
+    parser.add_argument("--to", dest="last", metavar="DAY", help="last day of a range (default: --from)")
     args = parser.parse_args(argv)
     landing_root = absolute(settings.value("CAPSTONE_LANDING_ROOT"))
-    if args.days:
-        days = sorted(parse_day(d).isoformat() for d in args.days)
+    try:
+        named = [parse_day(d) for d in args.days]
+        first, last = (parse_day(args.first), parse_day(args.last or args.first)) if args.first else (None, None)
+    except ValueError as error:
+        parser.error(str(error))
+    not_trading = [d.isoformat() for d in named if not is_trading_day(d)]
+    if not_trading:
+        parser.error(f"not trading days (weekend or NYSE holiday): {', '.join(not_trading)}")
+    if first:
+        span = (first + dt.timedelta(days=n) for n in range((last - first).days + 1))
+        named += [d for d in span if is_trading_day(d)]
+    if named:
+        days = sorted({d.isoformat() for d in named})
     elif is_url(landing_root):
         parser.error(f"name the days to run: the landing root {landing_root} is not a local folder")
     else:
