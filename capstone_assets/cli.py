@@ -52,10 +52,16 @@ def _cmd_list(args, tracker: TrackerResource) -> int:
     return 0
 
 
-def _cmd_show(args, tracker: TrackerResource) -> int:
-    record = tracker.get_job(args.job_id)
+def _existing_job(tracker: TrackerResource, job: str) -> JobRecord | None:
+    record = tracker.get_job(job)
     if record is None:
-        print(f"no job {args.job_id} in table {tracker.table}", file=sys.stderr)
+        print(f"no job {job} in table {tracker.table}", file=sys.stderr)
+    return record
+
+
+def _cmd_show(args, tracker: TrackerResource) -> int:
+    record = _existing_job(tracker, args.job_id)
+    if record is None:
         return 1
     for name, value in vars(record).items():
         print(f"{name:15} {_fmt(value)}")
@@ -70,9 +76,8 @@ def _cmd_status(args, tracker: TrackerResource) -> int:
 
 
 def _cmd_release(args, tracker: TrackerResource) -> int:
-    record = tracker.get_job(args.job_id)
+    record = _existing_job(tracker, args.job_id)
     if record is None:
-        print(f"no job {args.job_id} in table {tracker.table}", file=sys.stderr)
         return 1
     if record.status != "running" or tracker.is_live(record):
         reason = "it is a live run" if record.status == "running" else f"it is {record.status}, not running"

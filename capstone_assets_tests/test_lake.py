@@ -71,3 +71,12 @@ def test_landing_files_by_format_skip_hidden_and_markers(spark, lake, tmp_path):
     assert lake.has_landing_files("2020-08-05", lambda: spark)
     assert not lake.has_landing_files("2020-08-06", lambda: spark)
     assert file_format("x.JSONL", "csv") == "json" and file_format("x.txt", "json") == "json"
+
+
+def test_staging_left_by_a_dead_run_is_removed_by_the_next_write(spark, lake, tmp_path):
+    abandoned = lake.stage(spark, spark.createDataFrame([("X", 9)], SCHEMA), "t", "2020-08-05")
+    other_day = lake.stage(spark, spark.createDataFrame([("Y", 8)], SCHEMA), "t", "2020-08-06")
+    lake.write_day(spark, spark.createDataFrame([("A", 1)], SCHEMA), "t", "2020-08-05")
+    staging = sorted(p.name for p in (tmp_path / "lake" / "t" / "_staging").iterdir())
+    assert staging == [other_day.path.rsplit("/", 1)[1]]
+    assert abandoned.path.rsplit("/", 1)[1] not in staging

@@ -124,6 +124,9 @@ def test_a_killed_run_is_taken_over_by_the_next(env, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     record = tracker.get_job("preprocessing_2020-08-05")
     assert (record.status, record.attempts) == ("success", 2)
+    # What the killed run had staged is gone; the day is complete.
+    assert not list((tmp_path / "lake" / "raw_trades" / "_staging").glob("*"))
+    assert set(day_files(tmp_path / "lake", "2020-08-05")) == {"raw_trades", "raw_quotes", "raw_rejects", "trades", "quotes"}
 
 
 def test_a_failing_run_records_failed_and_a_rerun_succeeds(env, tmp_path):

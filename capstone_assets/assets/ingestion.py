@@ -9,8 +9,8 @@ from pyspark.sql import functions as F
 
 from capstone_assets import schemas
 from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
-from capstone_assets.partitions import trading_day_partitions
 from capstone_assets.jobs import PREPROCESSING
+from capstone_assets.partitions import trading_day_partitions
 from capstone_assets.resources import LakeResource, TrackerResource
 from capstone_assets.tracking import tracked_step
 from capstone_assets.transforms import parsing
@@ -82,12 +82,15 @@ def ingestion(
 def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeResource):
     day = context.partition_key
     lines, file_count = read_landing_lines(session, lake, day, context.log)
+    # The landing files are read once: the three outputs and the line count all
+    # come from this cached copy (spilled to disk when it does not fit in memory).
     lines = lines.persist(StorageLevel.MEMORY_AND_DISK)
     staged = {}
     try:
         parsed = parsing.parse_lines(lines, day)
         for asset, (select, _, _) in OUTPUTS.items():
             staged[asset] = lake.stage(session, select(parsed), asset, day)
+            context.log.info(f"{day}: {asset} written to staging")
         per_exchange = exchange_counts(session, lines, staged)
         totals = {k: sum(c.get(k, 0) for c in per_exchange.values()) for k in ("lines", "trades", "quotes", "rejects")}
         unbalanced = {

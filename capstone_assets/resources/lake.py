@@ -144,8 +144,23 @@ class LakeResource(ConfigurableResource):
         fs, final = self._fs(spark, self.day_path(asset, day))
         return bool(fs.exists(final))
 
+    def _remove_abandoned_staging(self, spark: SparkSession, asset: str, day: str) -> None:
+        """Deletes staged copies of the day left by a run that died before its swap.
+
+        The job tracker lets one live run write a day at a time, so any staged
+        copy of the day found here belongs to a dead run."""
+        fs, staging = self._fs(spark, f"{self.asset_root(asset)}/_staging")
+        if not fs.exists(staging):
+            return
+        for status in fs.listStatus(staging):
+            name = status.getPath().getName()
+            if name.startswith(f"trade_dt={day}.") and not name.endswith(".previous"):
+                get_dagster_logger().info(f"Removing abandoned staging {status.getPath().toString()}")
+                fs.delete(status.getPath(), True)
+
     def stage(self, spark: SparkSession, df: DataFrame, asset: str, day: str) -> StagedDay:
         """Writes the day next to the live one; nothing a reader sees changes yet."""
+        self._remove_abandoned_staging(spark, asset, day)
         path = f"{self.asset_root(asset)}/_staging/trade_dt={day}.{uuid.uuid4().hex}"
         df.drop("trade_dt").write.mode("errorifexists").parquet(path)
         return StagedDay(asset, day, path)
