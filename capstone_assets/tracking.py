@@ -44,7 +44,7 @@ def analytical_gate(tracker: TrackerResource, day: str, has_landing_files: Calla
             f"Refusing to run {job_id(ANALYTICAL, day)}: {job_id(PREPROCESSING, day)} is "
             f"{statuses.get(day, 'not run')}, not success. Run preprocessing for {day} first."
         )
-    pending = [e for e in earlier if statuses.get(e) != SUCCESS and has_landing_files(e)]
+    pending = sorted(e for e in earlier if statuses.get(e) != SUCCESS and has_landing_files(e))
     if pending:
         listed = ", ".join(f"{e}: {statuses.get(e, 'not run')}" for e in pending)
         raise JobRefused(

@@ -88,7 +88,7 @@ def test_rerunning_a_day_gives_identical_output(spark, sample_run):
 
 def test_demo_landing_zone_rejects_and_corrections(spark, tmp_path):
     write_demo_landing(tmp_path / "landing")
-    results, _ = run_days(DEMO_DAYS[:2], tmp_path / "landing", tmp_path)
+    results, _ = run_days(DEMO_DAYS[:3], tmp_path / "landing", tmp_path)
     lake = tmp_path / "lake"
     rejects = spark.read.parquet(str(lake / "raw_rejects" / "trade_dt=2020-08-07"))
     reasons = {r["reason"]: r["count"] for r in rejects.groupBy("reason").count().collect()}
@@ -105,3 +105,14 @@ def test_demo_landing_zone_rejects_and_corrections(spark, tmp_path):
     # Every corrected record carries the later batch's values.
     corrected = raw_quotes.groupBy(*keys).agg(F.max("arrival_tm").alias("arrival_tm"))
     assert loaded.join(corrected, keys + ["arrival_tm"], "left_anti").count() == 0
+    # Monday's previous trading day is Friday: the weekend has no trades.
+    assert metadata(results["2020-08-10"], "eod_quote_report")["previous_trading_day"].value == "2020-08-07"
+    monday = spark.read.parquet(str(lake / "eod_quote_report" / "trade_dt=2020-08-10"))
+    friday_close = (
+        spark.read.parquet(str(lake / "trades" / "trade_dt=2020-08-07"))
+        .where("symbol = 'SYMA' and exchange = 'NYSE'")
+        .orderBy(F.desc("event_tm"), F.desc("event_seq_nb"))
+        .first()["trade_pr"]
+    )
+    closes = monday.where("symbol = 'SYMA' and exchange = 'NYSE'").select("close_pr").distinct().collect()
+    assert [r["close_pr"] for r in closes] == [friday_close]
