@@ -7,9 +7,15 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 # make run and make dev keep Dagster's own records in a local SQLite instance.
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 
-.PHONY: install run dev test lock clean
+.PHONY: install run dev test lock clean local-instance
 
 install: $(STAMP)
+
+# The local Dagster instance: SQLite under var/, no server (the top-level
+# dagster.yaml is the production configuration, on PostgreSQL).
+local-instance:
+	@mkdir -p "$(DAGSTER_HOME)"
+	@test -f "$(DAGSTER_HOME)/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17 is needed by PySpark: install a JDK (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -20,14 +26,12 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 # The whole pipeline on the demo landing zone (or on $CAPSTONE_LANDING_ROOT when set).
-run: install
-	@mkdir -p "$(DAGSTER_HOME)"
+run: install local-instance
 	@if [ -z "$$CAPSTONE_LANDING_ROOT" ]; then $(BIN)/capstone-demo; fi
 	$(BIN)/python -m capstone_assets.run
 
 # The Dagster UI (and the daemon for schedules and sensors) on the same setup.
-dev: install
-	@mkdir -p "$(DAGSTER_HOME)"
+dev: install local-instance
 	@if [ -z "$$CAPSTONE_LANDING_ROOT" ] && [ ! -d var/landing ]; then $(BIN)/capstone-demo; fi
 	$(BIN)/dagster dev -w workspace.yaml
 

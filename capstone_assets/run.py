@@ -25,6 +25,10 @@ from capstone_assets.partitions import is_trading_day, parse_day
 from capstone_assets.resources.lake import FORMATS, absolute, is_url
 
 
+# INFO, not Dagster's DEBUG event stream: the steps' own progress lines stay readable.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def landed_days(landing_root: str) -> list[str]:
     days = set()
     for fmt in FORMATS:
@@ -39,7 +43,7 @@ def run_days(days: list[str], instance: DagsterInstance) -> bool:
         for job_name in ("preprocessing_job", "analytical_job"):
             print(f"==> {job_name} {day}", flush=True)
             result = defs.resolve_job_def(job_name).execute_in_process(
-                partition_key=day, instance=instance, raise_on_error=False
+                partition_key=day, instance=instance, raise_on_error=False, run_config=QUIET
             )
             if not result.success:
                 print(f"{job_name} failed for {day} (run {result.run_id}); see the log above", file=sys.stderr)

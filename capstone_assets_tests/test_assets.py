@@ -116,3 +116,11 @@ def test_demo_landing_zone_rejects_and_corrections(spark, tmp_path):
     )
     closes = monday.where("symbol = 'SYMA' and exchange = 'NYSE'").select("close_pr").distinct().collect()
     assert [r["close_pr"] for r in closes] == [friday_close]
+
+
+def test_demo_generator_is_deterministic(tmp_path):
+    first = write_demo_landing(tmp_path / "a")
+    second = write_demo_landing(tmp_path / "b")
+    assert len(first) == 24  # 4 days x 3 exchanges x 2 batches
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    assert b"\r\n" in (tmp_path / "a" / "csv" / "2020-08-06" / "NYSE" / "batch-2.txt").read_bytes()

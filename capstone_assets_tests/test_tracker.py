@@ -76,6 +76,13 @@ def test_a_dead_process_on_this_host_is_taken_over_at_once(tracker):
     assert (record.run_id, record.attempts) == ("run-2", 2)
 
 
+def test_a_reused_pid_does_not_keep_a_dead_claim_alive(tracker):
+    tracker.claim("preprocessing", DAY, "run-1")
+    # The pid now belongs to a process started at another time: not the holder.
+    set_columns(tracker, pid_started="1")
+    assert tracker.claim("preprocessing", DAY, "run-2").run_id == "run-2"
+
+
 def test_a_live_process_on_this_host_is_never_taken_over(tracker):
     tracker.claim("preprocessing", DAY, "run-1")  # this process: alive
     set_columns(tracker, heartbeat_time=utcnow() - dt.timedelta(hours=1))

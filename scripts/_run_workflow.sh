@@ -11,7 +11,11 @@ if [ -x "$root/.venv/bin/dagster" ]; then
   export PATH="$root/.venv/bin:$PATH"
 fi
 # Dagster's own run records: the operator's DAGSTER_HOME, else the local one.
-export DAGSTER_HOME="${DAGSTER_HOME:-$root/var/dagster_home}"
+if [ -z "${DAGSTER_HOME:-}" ]; then
+  export DAGSTER_HOME="$root/var/dagster_home"
+  mkdir -p "$DAGSTER_HOME"
+  [ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\n' > "$DAGSTER_HOME/dagster.yaml"
+fi
 mkdir -p "$DAGSTER_HOME"
 
 if [ $# -ge 1 ]; then

@@ -44,6 +44,7 @@ class JobRecord:
     run_id: str | None
     host: str | None
     pid: int | None
+    pid_started: str | None
     heartbeat_time: dt.datetime | None
     started_time: dt.datetime | None
     attempts: int
@@ -61,14 +62,25 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-def pid_alive(pid: int) -> bool:
+def process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name in () may hold spaces
+
+
+def pid_alive(pid: int, started: str | None = None) -> bool:
+    """Whether the process that made a claim still runs: the pid exists and, where the
+    start time was recorded, it is the same process (not a later one given the same pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or process_start(pid) in (None, started)
 
 
 def job_id(workflow: str, day: str) -> str:
@@ -131,6 +143,7 @@ class TrackerResource(ConfigurableResource):
             sa.Column("run_id", sa.String(64)),
             sa.Column("host", sa.String(255)),
             sa.Column("pid", sa.Integer),
+            sa.Column("pid_started", sa.String(32)),
             sa.Column("heartbeat_time", sa.DateTime),
             sa.Column("started_time", sa.DateTime),
             sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -194,7 +207,7 @@ class TrackerResource(ConfigurableResource):
         if record.status != RUNNING:
             return False
         if record.host == socket.gethostname() and record.pid is not None:
-            return pid_alive(record.pid)
+            return pid_alive(record.pid, record.pid_started)
         lapsed = (now or utcnow()) - dt.timedelta(seconds=self.stale_after_seconds)
         return record.heartbeat_time is not None and record.heartbeat_time >= lapsed
 
@@ -210,7 +223,7 @@ class TrackerResource(ConfigurableResource):
         now = utcnow()
         claim = {
             "status": RUNNING, "run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "heartbeat_time": now, "started_time": now, "updated_time": now, "error": None,
+            "pid_started": process_start(os.getpid()), "heartbeat_time": now, "started_time": now, "updated_time": now, "error": None,
         }  # fmt: skip
         with self._transaction() as (conn, table):
             statement = self._insert(table).values(job_id=job, workflow=workflow, trade_dt=day, attempts=1, **claim)
@@ -227,7 +240,8 @@ class TrackerResource(ConfigurableResource):
         holder = self.get_job(job)
         if holder.run_id == run_id:
             return holder
-        if holder.host == socket.gethostname() and holder.pid is not None and not pid_alive(holder.pid):
+        same_host = holder.host == socket.gethostname() and holder.pid is not None
+        if same_host and not pid_alive(holder.pid, holder.pid_started):
             # The holder died on this host (killed, OOM): take over at once, but only
             # if nobody else did first (compare-and-set on its run id).
             with self._transaction() as (conn, table):
