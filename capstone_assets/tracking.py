@@ -29,6 +29,11 @@ WORKFLOW_ASSETS = {
     PREPROCESSING: ("raw_trades", "raw_quotes", "raw_rejects", "trades", "quotes"),
     ANALYTICAL: ("eod_quote_report",),
 }
+# The step (op) that materializes each asset.
+STEP_OF_ASSET = {
+    "raw_trades": "ingestion", "raw_quotes": "ingestion", "raw_rejects": "ingestion",
+    "trades": "trades", "quotes": "quotes", "eod_quote_report": "eod_quote_report",
+}  # fmt: skip
 # What each asset must be newer than to be up to date with the day's ingestion.
 UPSTREAM = {"trades": "raw_trades", "quotes": "raw_quotes"}
 GATE_DAYS = 7
@@ -62,9 +67,14 @@ def _materialized_in_run(context: AssetExecutionContext) -> set[str]:
 
 
 def _planned_in_run(context: AssetExecutionContext, workflow: str) -> set[str]:
+    """The workflow's assets this run will materialize."""
     # A run's selection is empty or None when it runs its whole job.
     selection = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
-    return set(WORKFLOW_ASSETS[workflow]) & {key.to_user_string() for key in selection}
+    planned = set(WORKFLOW_ASSETS[workflow]) & {key.to_user_string() for key in selection}
+    steps = context.run.step_keys_to_execute  # set when re-executing a run from its failure
+    if steps is not None:
+        planned = {asset for asset in planned if STEP_OF_ASSET[asset] in steps}
+    return planned
 
 
 def _latest_storage_id(context: AssetExecutionContext, asset: str, day: str) -> int | None:
@@ -77,7 +87,10 @@ def _latest_storage_id(context: AssetExecutionContext, asset: str, day: str) -> 
 def out_of_date(context: AssetExecutionContext, workflow: str, day: str, this_step: set[str]) -> list[str]:
     """The workflow's assets for `day` not rebuilt since their inputs last changed."""
     newest = float("inf")  # this step's outputs are not in the event log yet
-    stored = {a: (newest if a in this_step else _latest_storage_id(context, a, day)) for a in WORKFLOW_ASSETS[workflow]}
+    stored = {
+        asset: newest if asset in this_step else _latest_storage_id(context, asset, day)
+        for asset in WORKFLOW_ASSETS[workflow]
+    }
     stale = [a for a, sid in stored.items() if sid is None]
     for asset, upstream in UPSTREAM.items():
         if asset in stored and stored[asset] is not None and stored.get(upstream) is not None:

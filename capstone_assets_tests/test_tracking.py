@@ -3,7 +3,7 @@
 import uuid
 
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
 from capstone_assets import assets
 from capstone_assets.resources import TrackerResource
@@ -60,3 +60,52 @@ def test_partial_runs_mark_success_only_when_the_workflow_is_up_to_date(spark, r
     assert tracker.get_status(job) == "success"
     assert run("eod_quote_report").success
     assert tracker.get_status("analytical_2020-08-05") == "success"
+
+
+def reexecutable_preprocessing_job():
+    """The preprocessing job on the test's lake (from the environment), reconstructable by Dagster."""
+    import os
+
+    from dagster import Definitions, in_process_executor
+
+    from capstone_assets.jobs import preprocessing_job
+    from capstone_assets.resources import LakeResource, spark_resource
+
+    resources = {
+        "spark": spark_resource("local[2]"),
+        "lake": LakeResource(landing_root=os.environ["CAPSTONE_LANDING_ROOT"], lake_root=os.environ["CAPSTONE_LAKE_ROOT"]),
+        "tracker": TrackerResource(url=os.environ["CAPSTONE_TRACKER_URL"]),
+    }
+    definitions = Definitions(
+        assets=ALL_ASSETS, jobs=[preprocessing_job], resources=resources, executor=in_process_executor
+    )
+    return definitions.resolve_job_def("preprocessing_job")
+
+
+def test_reexecuting_a_failed_run_from_its_failure_finishes_the_day(spark, sample_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from dagster import ReexecutionOptions, execute_job, reconstructable
+
+    monkeypatch.setenv("CAPSTONE_LANDING_ROOT", str(sample_dir))
+    monkeypatch.setenv("CAPSTONE_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("CAPSTONE_TRACKER_URL", f"sqlite:///{tmp_path / 'tracker.db'}")
+    tracker = TrackerResource(url=f"sqlite:///{tmp_path / 'tracker.db'}")
+    job, day, tags = reconstructable(reexecutable_preprocessing_job), "2020-08-05", {"dagster/partition": "2020-08-05"}
+    (tmp_path / "dagster_home").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as instance:
+        assert execute_job(job, instance, tags=tags).success
+        raw_quotes = tmp_path / "lake" / "raw_quotes" / f"trade_dt={day}"
+        shutil.move(raw_quotes, tmp_path / "aside")
+        failed = execute_job(job, instance, tags=tags, asset_selection=[AssetKey("trades"), AssetKey("quotes")])
+        assert not failed.success
+        assert "quotes" in tracker.get_job("preprocessing_2020-08-05").error
+
+        shutil.move(tmp_path / "aside", raw_quotes)
+        retried = execute_job(  # the UI's "re-execute from failure" keeps the run's partition tag
+            job, instance, tags=tags, reexecution_options=ReexecutionOptions.from_failure(failed.run_id, instance)
+        )
+        assert retried.success
+        assert instance.get_run_by_id(retried.run_id).step_keys_to_execute == ["quotes"]
+    record = tracker.get_job("preprocessing_2020-08-05")
+    assert (record.status, record.run_id) == ("success", retried.run_id)
