@@ -147,3 +147,15 @@ def test_webserver_serves_the_assets_and_jobs(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_every_jar_in_the_jars_folder_goes_on_spark_jars(tmp_path):
+    from capstone_assets.resources.spark import spark_config
+
+    assert "spark.jars" not in spark_config("local[1]", jars_dir=tmp_path)
+    for name in ("hadoop-azure-3.4.1.jar", "postgresql-42.7.4.jar", "README.md"):
+        (tmp_path / name).write_text("")
+    config = spark_config("yarn", jars_dir=tmp_path)
+    assert config["spark.jars"] == f"{tmp_path}/hadoop-azure-3.4.1.jar,{tmp_path}/postgresql-42.7.4.jar"
+    assert config["spark.master"] == "yarn" and config["spark.sql.session.timeZone"] == "UTC"
+    assert "spark.sql.shuffle.partitions" not in config  # a cluster keeps its own
