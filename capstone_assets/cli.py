@@ -37,9 +37,9 @@ def _print_table(records: list[JobRecord]) -> None:
     rows = [[_fmt(getattr(r, c)) for c in columns] for r in records]
     rows = [[cell if len(cell) <= 60 else cell[:57] + "..." for cell in row] for row in rows]
     widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 def _cmd_list(args, tracker: TrackerResource) -> int:

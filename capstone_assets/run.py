@@ -24,7 +24,6 @@ from capstone_assets.definitions import defs
 from capstone_assets.partitions import is_trading_day, parse_day
 from capstone_assets.resources.lake import FORMATS, absolute, is_url
 
-
 # INFO, not Dagster's DEBUG event stream: the steps' own progress lines stay readable.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 

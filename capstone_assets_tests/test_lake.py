@@ -28,7 +28,7 @@ def test_a_failing_write_leaves_the_previous_version(spark, lake, tmp_path):
     failing = spark.createDataFrame([("1",), ("x",)], "v string").select(
         F.lit("B").alias("symbol"), F.col("v").cast("int").alias("n")  # ANSI: 'x' fails mid-write
     )
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="CAST_INVALID_INPUT"):
         lake.write_day(spark, failing, "t", "2020-08-05")
     assertDataFrameEqual(lake.read_day(spark, "t", "2020-08-05", SCHEMA), [("A", 1)])
 

@@ -40,7 +40,7 @@ def reasons(spark, values: list[str], fmt: str = "csv") -> list[str | None]:
 def trade(**fields) -> str:
     values = dict(zip(
         ["trade_dt", "arrival_tm", "rec_type", "symbol", "event_tm", "seq", "exchange", "price", "size"],
-        CSV_TRADE.split(","),
+        CSV_TRADE.split(","), strict=True,
     ))  # fmt: skip
     values.update(fields)
     return ",".join(values.values())

@@ -1,11 +1,11 @@
 import datetime as dt
 
 from capstone_assets.partitions import (
+    EXCHANGE_TZ,
     is_trading_day,
     last_completed_trading_day,
     previous_trading_day,
     trading_day_partitions,
-    EXCHANGE_TZ,
 )
 
 

@@ -4,13 +4,21 @@
 import datetime as dt
 import warnings
 
-from dagster import AssetDep, BetaWarning, AssetExecutionContext, MaterializeResult, MetadataValue, TimeWindowPartitionMapping, asset
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    BetaWarning,
+    MaterializeResult,
+    MetadataValue,
+    TimeWindowPartitionMapping,
+    asset,
+)
 from dagster_pyspark import LazyPySparkResource
 
 from capstone_assets import schemas
 from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
-from capstone_assets.partitions import trading_day_partitions
 from capstone_assets.jobs import ANALYTICAL
+from capstone_assets.partitions import trading_day_partitions
 from capstone_assets.resources import LakeResource, TrackerResource
 from capstone_assets.tracking import tracked_step
 from capstone_assets.transforms import report

@@ -6,8 +6,8 @@ from dagster_pyspark import LazyPySparkResource
 
 from capstone_assets import schemas
 from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
-from capstone_assets.partitions import trading_day_partitions
 from capstone_assets.jobs import PREPROCESSING
+from capstone_assets.partitions import trading_day_partitions
 from capstone_assets.resources import LakeResource, TrackerResource
 from capstone_assets.tracking import tracked_step
 from capstone_assets.transforms import load
