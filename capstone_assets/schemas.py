@@ -71,16 +71,6 @@ EOD_QUOTE_REPORT = T.StructType(
     ]
 )
 
-# Landing lines as the ingestion reads them (see transforms.parsing).
-LANDING_LINES = T.StructType(
-    [
-        T.StructField("line", T.StringType(), False),
-        _SOURCE,
-        T.StructField("landing_exchange", T.StringType(), False),
-        T.StructField("format", T.StringType(), False),
-    ]
-)
-
 # Every JSON field is read as a string so that SPEC.md's grammar decides, not
 # Spark's coercion (`from_json` with numeric types nulls a quoted number). The
 # record is nested under `record` because the parser wraps each line in an

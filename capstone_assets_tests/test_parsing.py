@@ -32,9 +32,15 @@ def parse(spark, values: list[str], fmt: str = "csv"):
 
 
 def reasons(spark, values: list[str], fmt: str = "csv") -> list[str | None]:
-    rows = parse(spark, values, fmt).select("line", "reason").collect()
-    by_line = {r["line"]: r["reason"] for r in rows}
-    return [by_line[v] for v in values]
+    """Each value's reject reason (None when valid); each value is a source file of its own."""
+    folder = "file:/landing/csv/2020-08-05/NYSE" if fmt == "csv" else "file:/landing/json/2020-08-05/NASDAQ"
+    raw = spark.createDataFrame(
+        [(v, f"{folder}/line-{i}.txt", fmt) for i, v in enumerate(values)],
+        "value string, source_file string, format string",
+    )
+    parsed = parsing.parse_lines(parsing.clean_lines(raw), DAY)
+    by_file = {r["source_file"]: r["reason"] for r in parsed.select("source_file", "reason").collect()}
+    return [by_file[f"{folder}/line-{i}.txt"] for i in range(len(values))]
 
 
 def trade(**fields) -> str:
@@ -122,7 +128,8 @@ def test_crlf_and_blank_lines(spark, tmp_path):
     lines = parsing.clean_lines(raw)
     # Blank lines are not read; one trailing CR is removed, a second one stays.
     assert sorted(r["line"] for r in lines.collect()) == sorted([CSV_TRADE, CSV_QUOTE + "\r"])
-    assertDataFrameEqual(parsing.lines_by_exchange(lines), [Row(landing_exchange="NYSE", lines=2)])
+    [counted] = parsing.rows_by_source_file(lines, "lines").collect()
+    assert (counted["dataset"], counted["rows"]) == ("lines", 2)
     parsed = parsing.parse_lines(lines, DAY)
     assert parsing.select_trades(parsed).count() == 1
     assert [r["reason"] for r in parsing.select_rejects(parsed).collect()] == ["bad_number"]
@@ -248,11 +255,10 @@ def test_conservation_identity_is_counted_without_the_parser(spark):
     values = [line for line, _ in CSV_REJECTS] + [CSV_QUOTE, "   ", "\t"]
     lines = parsing.clean_lines(raw_frame(spark, values))
     parsed = parsing.parse_lines(lines, DAY)
-    read = parsing.lines_by_exchange(lines).collect()[0]["lines"]
+    [read] = parsing.rows_by_source_file(lines, "lines").collect()
     outputs = sum(
         select(parsed).count()
         for select in (parsing.select_trades, parsing.select_quotes, parsing.select_rejects)
     )
-    assert read == len(values) - 2 == outputs
-    counted = parsing.count_by_exchange(parsing.select_rejects(parsed), "rejects").collect()
-    assert counted[0]["landing_exchange"] == "NYSE"
+    assert read["rows"] == len(values) - 2 == outputs
+    assert read["source_file"] == NYSE_FILE

@@ -1,5 +1,11 @@
-"""Ingestion: one Spark pass over a day's landing files -> raw_trades, raw_quotes, raw_rejects."""
+"""Ingestion: one Spark pass over a day's landing files -> raw_trades, raw_quotes, raw_rejects.
 
+The identity `lines read = trades + quotes + rejects` is then checked per
+exchange, before the staged outputs are swapped in: a day that breaks it fails
+and leaves the previous version of its data.
+"""
+
+from functools import reduce
 
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 from dagster_pyspark import LazyPySparkResource
@@ -12,6 +18,7 @@ from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
 from capstone_assets.jobs import PREPROCESSING
 from capstone_assets.partitions import trading_day_partitions
 from capstone_assets.resources import LakeResource, TrackerResource
+from capstone_assets.resources.lake import StagedDay, landing_exchange
 from capstone_assets.tracking import tracked_step
 from capstone_assets.transforms import parsing
 
@@ -29,11 +36,15 @@ DESCRIPTIONS = {
 }
 
 
+COUNTED = ("lines", "trades", "quotes", "rejects")
+
+
 class IngestionIdentityError(Exception):
     """Lines read != trades + quotes + rejects: something was lost or duplicated."""
 
 
 def read_landing_lines(spark: SparkSession, lake: LakeResource, day: str, log) -> tuple[DataFrame, int]:
+    """The day's non-blank landing lines, every batch file of every exchange, each in its format."""
     files = lake.landing_files(spark, day)
     for path in files.skipped:
         log.info(f"Skipping {path}: not a data file (hidden, marker or folder)")
@@ -46,22 +57,24 @@ def read_landing_lines(spark: SparkSession, lake: LakeResource, day: str, log) -
     ]
     if not frames:
         log.warning(f"No landing files for {day} under {lake.landing_root}: writing empty datasets")
-        empty = spark.createDataFrame([], "value string, source_file string, format string")
-        frames = [empty]
-    raw = frames[0]
-    for frame in frames[1:]:
-        raw = raw.unionByName(frame)
-    return parsing.clean_lines(raw), files.count
+        frames = [spark.createDataFrame([], "value string, source_file string, format string")]
+    return parsing.clean_lines(reduce(DataFrame.unionByName, frames)), files.count
 
 
-def exchange_counts(spark: SparkSession, lines: DataFrame, staged: dict) -> dict[str, dict[str, int]]:
-    """Per landing exchange: lines read (from the text, not the parser) and each output's rows."""
-    counts = parsing.lines_by_exchange(lines)
-    for asset, day_path in staged.items():
-        written = spark.read.schema(OUTPUTS[asset][1]).parquet(day_path.path)
-        counts = counts.join(parsing.count_by_exchange(written, OUTPUTS[asset][2]), "landing_exchange", "full")
-    rows = counts.fillna(0).orderBy("landing_exchange").collect()  # one row per exchange
-    return {r["landing_exchange"]: {k: int(v) for k, v in r.asDict().items() if k != "landing_exchange"} for r in rows}
+def exchange_counts(spark: SparkSession, lines: DataFrame, staged: dict[str, StagedDay]) -> dict[str, dict[str, int]]:
+    """Per landing exchange: lines read and each staged output's rows, in one Spark job.
+
+    The lines are counted from the landing files themselves (a second, parser-free
+    read), the outputs from what was written: the identity checks both ends."""
+    counted = [parsing.rows_by_source_file(lines, "lines")] + [
+        parsing.rows_by_source_file(spark.read.schema(OUTPUTS[asset][1]).parquet(day.path), OUTPUTS[asset][2])
+        for asset, day in staged.items()
+    ]
+    per_exchange: dict[str, dict[str, int]] = {}
+    for row in reduce(DataFrame.unionByName, counted).collect():  # one row per file and dataset
+        counts = per_exchange.setdefault(landing_exchange(row["source_file"]), dict.fromkeys(COUNTED, 0))
+        counts[row["dataset"]] += row["rows"]
+    return dict(sorted(per_exchange.items()))
 
 
 @multi_asset(
@@ -82,21 +95,17 @@ def ingestion(
 def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeResource):
     day = context.partition_key
     lines, file_count = read_landing_lines(session, lake, day, context.log)
-    # The landing files are read once: the three outputs and the line count all
-    # come from this cached copy (spilled to disk when it does not fit in memory).
-    lines = lines.persist(StorageLevel.MEMORY_AND_DISK)
+    # Each line is read and parsed once: the three outputs are written from this
+    # cached copy (spilled to disk when it does not fit in memory).
+    parsed = parsing.parse_lines(lines, day).persist(StorageLevel.MEMORY_AND_DISK)
     staged = {}
     try:
-        parsed = parsing.parse_lines(lines, day)
         for asset, (select, _, _) in OUTPUTS.items():
             staged[asset] = lake.stage(session, select(parsed), asset, day)
             context.log.info(f"{day}: {asset} written to staging")
         per_exchange = exchange_counts(session, lines, staged)
-        totals = {k: sum(c.get(k, 0) for c in per_exchange.values()) for k in ("lines", "trades", "quotes", "rejects")}
-        unbalanced = {
-            ex: c for ex, c in per_exchange.items()
-            if c.get("lines", 0) != c.get("trades", 0) + c.get("quotes", 0) + c.get("rejects", 0)
-        }  # fmt: skip
+        totals = {k: sum(c[k] for c in per_exchange.values()) for k in COUNTED}
+        unbalanced = {ex: c for ex, c in per_exchange.items() if c["lines"] != c["trades"] + c["quotes"] + c["rejects"]}
         if unbalanced:
             raise IngestionIdentityError(f"{day}: lines read != trades + quotes + rejects for {unbalanced}")
         paths = {asset: lake.commit(session, staged_day) for asset, staged_day in staged.items()}
@@ -105,7 +114,7 @@ def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeRes
             lake.discard(session, staged_day)
         raise
     finally:
-        lines.unpersist()
+        parsed.unpersist()
 
     identity = (
         f"lines read {totals['lines']} = trades {totals['trades']} + quotes {totals['quotes']}"

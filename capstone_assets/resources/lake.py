@@ -39,6 +39,11 @@ def absolute(path: str) -> str:
     return path if _URL.match(path) else str(Path(path).expanduser().resolve())
 
 
+def landing_exchange(path: str) -> str:
+    """The exchange a landing file came from: the folder it lies in."""
+    return path.rstrip("/").rsplit("/", 2)[-2]
+
+
 def file_format(name: str, folder_format: str) -> str:
     """SPEC.md §1: the file name's ending decides, else the `<format>` folder."""
     lowered = name.lower()

@@ -16,10 +16,8 @@ from capstone_assets import schemas
 # `\z` is the absolute end: Java's `$` would also match before a trailing CR.
 INT_RE = r"^[+-]?[0-9]+\z"
 PRICE_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\z"
-DATE_RE = r"^([0-9]{4})-([0-9]{2})-([0-9]{2})\z"
-TIMESTAMP_RE = (
-    r"^([0-9]{4})-([0-9]{2})-([0-9]{2}) ([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])(?:\.([0-9]{1,9}))?\z"
-)
+DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\z"
+TIMESTAMP_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?\z"
 BLANK_RE = r"^[ \t]*\z"
 # RFC 8259 whitespace around one object. Spark's JSON reader ignores anything
 # after the first value, so trailing content is caught here and by the wrapper.
@@ -41,23 +39,17 @@ def clean_lines(raw: DataFrame) -> DataFrame:
     """Text-reader rows (`value`, `source_file`, `format`) -> non-blank landing lines.
 
     One trailing CR is removed; blank lines (empty or only spaces/tabs) are
-    dropped and not counted. The exchange is the landing folder the file is in.
+    dropped and not counted.
     """
     line = F.regexp_replace("value", "\r\\z", "")
-    return (
-        raw.select(
-            line.alias("line"),
-            "source_file",
-            F.regexp_extract("source_file", r"([^/]+)/[^/]+\z", 1).alias("landing_exchange"),
-            "format",
-        )
-        .where(~F.col("line").rlike(BLANK_RE))
+    return raw.select(line.alias("line"), "source_file", "format").where(~F.col("line").rlike(BLANK_RE))
+
+
+def rows_by_source_file(dataset: DataFrame, name: str) -> DataFrame:
+    """Rows per source file, labelled `name`: lines read (counted without the parser) or an output's rows."""
+    return dataset.groupBy("source_file").agg(F.count(F.lit(1)).alias("rows")).select(
+        "source_file", F.lit(name).alias("dataset"), "rows"
     )
-
-
-def lines_by_exchange(lines: DataFrame) -> DataFrame:
-    """Non-blank lines read per landing exchange: counted without the parser."""
-    return lines.groupBy("landing_exchange").agg(F.count(F.lit(1)).alias("lines"))
 
 
 def _parse_int(raw: Column) -> Column:
@@ -71,49 +63,51 @@ def _parse_price(raw: Column) -> Column:
 
 
 def _parse_timestamp(raw: Column) -> Column:
-    """`yyyy-MM-dd HH:mm:ss[.f{1,9}]` -> TIMESTAMP_NTZ, truncated to the microsecond."""
-    part = [F.regexp_extract(raw, TIMESTAMP_RE, i) for i in range(8)]
-    micros = F.rpad(part[7], 6, "0")  # rpad also cuts a longer fraction to 6 digits
-    seconds = F.concat(part[6], F.lit("."), micros).try_cast("decimal(8,6)")
-    timestamp = F.try_make_timestamp_ntz(
-        *(p.try_cast("int") for p in part[1:6]), seconds
-    )  # fmt: skip
-    return F.when(raw.rlike(TIMESTAMP_RE), timestamp)
+    """`yyyy-MM-dd HH:mm:ss[.f{1,9}]` -> TIMESTAMP_NTZ, truncated to the microsecond.
+
+    The regex holds the grammar; the cast then rejects impossible dates (02-30).
+    A string cast to TIMESTAMP_NTZ involves no time zone.
+    """
+    to_micros = F.substring(raw, 1, len("yyyy-MM-dd HH:mm:ss.ffffff"))
+    return F.when(raw.rlike(TIMESTAMP_RE), to_micros.try_cast("timestamp_ntz"))
 
 
 def _parse_date(raw: Column) -> Column:
-    part = [F.regexp_extract(raw, DATE_RE, i).try_cast("int") for i in range(1, 4)]
-    midnight = F.try_make_timestamp_ntz(*part, F.lit(0), F.lit(0), F.lit(0).cast("decimal(8,6)"))
-    return F.when(raw.rlike(DATE_RE), midnight.cast("date"))
+    return F.when(raw.rlike(DATE_RE), raw.try_cast("date"))
 
 
 def _raw_fields(lines: DataFrame) -> DataFrame:
     """Each line's fields as strings, from CSV positions or JSON keys."""
     is_csv = F.col("format") == "csv"
-    csv = F.split("line", ",", -1)
     wrapped = F.concat(F.lit('{"record":'), F.col("line"), F.lit("}"))
-    json = F.when(~is_csv, F.from_json(wrapped, schemas.JSON_LINE, JSON_OPTIONS))
-
-    def field(position: int | None, key: str | None) -> Column:
-        from_csv = F.get(csv, position) if position is not None else F.lit(None)
-        from_json = json["record"][key] if key is not None else F.lit(None)
-        return F.when(is_csv, from_csv).otherwise(from_json)
-
-    json_is_trade = json["record"]["event_type"] == "T"
-    return lines.select(
+    # Split or parse each line once, into columns of their own: referenced by
+    # every field below, they are not re-evaluated per field.
+    split = lines.select(
         "line",
         "source_file",
-        "landing_exchange",
         is_csv.alias("is_csv"),
-        F.when(is_csv, F.size(csv)).alias("csv_fields"),
-        (
-            ~is_csv
-            & (
-                json["_corrupt_record"].isNotNull()
-                | json["record"].isNull()
-                | ~F.col("line").rlike(JSON_OBJECT_SHAPE_RE)
-            )
-        ).alias("is_bad_json"),
+        F.when(is_csv, F.split("line", ",", -1)).alias("csv"),
+        F.when(~is_csv, F.from_json(wrapped, schemas.JSON_LINE, JSON_OPTIONS)).alias("json"),
+    )
+    record = F.col("json.record")
+
+    def field(position: int | None, key: str | None) -> Column:
+        from_csv = F.get("csv", position) if position is not None else F.lit(None)
+        from_json = record[key] if key is not None else F.lit(None)
+        return F.when(F.col("is_csv"), from_csv).otherwise(from_json)
+
+    json_is_trade = record["event_type"] == "T"
+    bad_json = ~F.col("is_csv") & (
+        F.col("json._corrupt_record").isNotNull()
+        | record.isNull()
+        | ~F.col("line").rlike(JSON_OBJECT_SHAPE_RE)
+    )
+    return split.select(
+        "line",
+        "source_file",
+        "is_csv",
+        F.size("csv").alias("csv_fields"),
+        bad_json.alias("is_bad_json"),
         field(0, "trade_dt").alias("s_trade_dt"),
         field(1, "file_tm").alias("s_arrival_tm"),
         field(2, "event_type").alias("rec_type"),
@@ -122,13 +116,13 @@ def _raw_fields(lines: DataFrame) -> DataFrame:
         field(5, "event_seq_nb").alias("s_event_seq_nb"),
         field(6, "exchange").alias("exchange"),
         field(None, "execution_id").alias("execution_id"),
-        F.when(is_csv, F.get(csv, 7))
-        .when(json_is_trade, json["record"]["price"])
-        .otherwise(json["record"]["bid_pr"])
+        F.when(F.col("is_csv"), F.get("csv", 7))
+        .when(json_is_trade, record["price"])
+        .otherwise(record["bid_pr"])
         .alias("s_price_1"),
-        F.when(is_csv, F.get(csv, 8))
-        .when(json_is_trade, json["record"]["size"])
-        .otherwise(json["record"]["bid_size"])
+        F.when(F.col("is_csv"), F.get("csv", 8))
+        .when(json_is_trade, record["size"])
+        .otherwise(record["bid_size"])
         .alias("s_size_1"),
         field(9, "ask_pr").alias("s_price_2"),
         field(10, "ask_size").alias("s_size_2"),
@@ -175,10 +169,18 @@ def _reject_reason(trade_dt: str) -> Column:
     )
 
 
+PARSED_COLUMNS = (
+    "reason", "rec_type", "line", "source_file", "symbol", "exchange", "event_tm", "event_seq_nb",
+    "arrival_tm", "price_1", "size_1", "price_2", "size_2", "execution_id",
+)  # fmt: skip
+
+
 def parse_lines(lines: DataFrame, trade_dt: str) -> DataFrame:
     """Landing lines of one folder date -> one row per line, `reason` null when valid.
 
     Feed the result to `select_trades`, `select_quotes` and `select_rejects`.
+    Only rejects keep their text in `line`: it is all a reject is, and the rest
+    do not need it (a smaller frame to cache).
     """
     typed = _raw_fields(lines).select(
         "*",
@@ -191,7 +193,9 @@ def parse_lines(lines: DataFrame, trade_dt: str) -> DataFrame:
         _parse_price(F.col("s_price_2")).alias("price_2"),
         _parse_int(F.col("s_size_2")).alias("size_2"),
     )
-    return typed.select("*", _reject_reason(trade_dt).alias("reason"))
+    with_reason = typed.select("*", _reject_reason(trade_dt).alias("reason"))
+    reject_text = F.when(F.col("reason").isNotNull(), F.col("line")).alias("line")
+    return with_reason.select(*(reject_text if c == "line" else c for c in PARSED_COLUMNS))
 
 
 def select_trades(parsed: DataFrame) -> DataFrame:
@@ -220,8 +224,3 @@ def select_quotes(parsed: DataFrame) -> DataFrame:
 def select_rejects(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.col("reason").isNotNull()).select("line", "source_file", "reason")
 
-
-def count_by_exchange(dataset: DataFrame, name: str) -> DataFrame:
-    """Rows of an ingestion output per landing exchange (from its source file)."""
-    exchange = F.regexp_extract("source_file", r"([^/]+)/[^/]+\z", 1)
-    return dataset.groupBy(exchange.alias("landing_exchange")).agg(F.count(F.lit(1)).alias(name))
