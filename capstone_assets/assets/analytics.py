@@ -14,6 +14,7 @@ from dagster import (
     asset,
 )
 from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import functions as F
 
 from capstone_assets import schemas
 from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
@@ -46,7 +47,7 @@ with warnings.catch_warnings():
 @asset(
     deps=[
         # D's trades and the previous trading day's: in a backfill, D is reported
-        # only after D-1 is loaded, and a change to D-1's trades marks D stale.
+        # only after D-1 is loaded (analytical_sensor re-reports D when D-1 changes).
         _TRADES_OF_D_AND_PREVIOUS_DAY,
         "quotes",
     ],
@@ -70,7 +71,7 @@ def eod_quote_report(
         rows = report.eod_quote_report(trades, quotes, previous, day)
         path = lake.write_day(session, rows, "eod_quote_report", day)
         row_count = session.read.parquet(path).count()  # from Parquet footers
-        previous_day = recent.agg({"trade_dt": "max"}).first()[0]  # one value
+        previous_day = recent.agg(F.max("trade_dt")).first()[0]  # one value
     context.log.info(f"eod_quote_report {day}: {row_count} rows; previous trading day {previous_day}")
     return MaterializeResult(
         metadata=dataset_metadata(
