@@ -63,7 +63,13 @@ def write_landing(spark: SparkSession, root: Path, day: str, records: int) -> No
                 F.lit(f',"exchange":"{exchange}",'),
             )  # fmt: skip
             body = F.when(is_trade, F.concat(F.lit('"price":'), price, F.lit(',"size":100}'))).otherwise(
-                F.concat(F.lit('"bid_pr":'), price, F.lit(',"bid_size":100,"ask_pr":'), price, F.lit(',"ask_size":200}'))
+                F.concat(
+                    F.lit('"bid_pr":'),
+                    price,
+                    F.lit(',"bid_size":100,"ask_pr":'),
+                    price,
+                    F.lit(',"ask_size":200}'),
+                )
             )
             line = F.concat(head, body)
         ids.select(line.alias("value")).write.mode("overwrite").text(str(root / fmt / day / exchange))
@@ -86,7 +92,9 @@ def main() -> None:
         started = time.perf_counter()
         for day in DAYS:
             write_landing(spark, work / "landing", day, args.records)
-        print(f"generated {len(DAYS)} days x {args.records:,} records in {time.perf_counter() - started:.1f} s")
+        print(
+            f"generated {len(DAYS)} days x {args.records:,} records in {time.perf_counter() - started:.1f} s"
+        )
 
         resources = {
             "spark": spark_resource(args.master),
@@ -99,8 +107,14 @@ def main() -> None:
         for day in DAYS:
             for stage, selection in STAGES.items():
                 started = time.perf_counter()
-                result = materialize(all_assets, selection=selection, partition_key=day, resources=resources,
-                                     instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})  # fmt: skip
+                result = materialize(
+                    all_assets,
+                    selection=selection,
+                    partition_key=day,
+                    resources=resources,
+                    instance=instance,
+                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                )
                 assert result.success, f"{stage} failed for {day}"
                 timings[(day, stage)] = time.perf_counter() - started
 

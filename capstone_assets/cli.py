@@ -1,11 +1,11 @@
 """`capstone-jobs`: the operator's view of the job tracker.
 
-    capstone-jobs list [--from DAY] [--to DAY] [--workflow W]
-    capstone-jobs show JOB_ID
-    capstone-jobs status JOB_ID          # the status word, for scripts
-    capstone-jobs release JOB_ID [--yes] # a stuck claim; never a live run
-    capstone-jobs last-trading-day
-    capstone-jobs check-day DAY          # exit 2 unless DAY is a trading day
+capstone-jobs list [--from DAY] [--to DAY] [--workflow W]
+capstone-jobs show JOB_ID
+capstone-jobs status JOB_ID          # the status word, for scripts
+capstone-jobs release JOB_ID [--yes] # a stuck claim; never a live run
+capstone-jobs last-trading-day
+capstone-jobs check-day DAY          # exit 2 unless DAY is a trading day
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="capstone-jobs", description="Job statuses of the daily workflows.")
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="job statuses for a range of trading days")
-    listing.add_argument("--from", dest="from_", metavar="DAY", help="first day (default: 30 days before --to)")
+    listing.add_argument(
+        "--from", dest="from_", metavar="DAY", help="first day (default: 30 days before --to)"
+    )
     listing.add_argument("--to", metavar="DAY", help="last day (default: today)")
     listing.add_argument("--workflow", choices=("preprocessing", "analytical"))
     for name, help_text in (("show", "one job in full"), ("status", "a job's status word")):

@@ -56,7 +56,15 @@ def _events(rng: random.Random, day: dt.date, exchange: str) -> list[dict]:
 
 
 def _csv_line(day: str, arrival: dt.datetime, r: dict) -> str:
-    head = [day, _ts(arrival), r["rec_type"], r["symbol"], _ts(r["event_tm"]), str(r["event_seq_nb"]), r["exchange"]]
+    head = [
+        day,
+        _ts(arrival),
+        r["rec_type"],
+        r["symbol"],
+        _ts(r["event_tm"]),
+        str(r["event_seq_nb"]),
+        r["exchange"],
+    ]
     if r["rec_type"] == "T":
         return ",".join(head + [repr(r["price"]), str(r["size"])])
     return ",".join(head + [repr(r["bid_pr"]), str(r["bid_size"]), repr(r["ask_pr"]), str(r["ask_size"])])
@@ -68,7 +76,11 @@ def _json_line(day: str, arrival: dt.datetime, r: dict) -> str:
         "event_tm": _ts(r["event_tm"]), "event_seq_nb": r["event_seq_nb"], "exchange": r["exchange"],
     }  # fmt: skip
     if r["rec_type"] == "T":
-        obj.update(execution_id=f"{r['exchange']}-{r['symbol']}-{r['event_seq_nb']}", price=r["price"], size=r["size"])
+        obj.update(
+            execution_id=f"{r['exchange']}-{r['symbol']}-{r['event_seq_nb']}",
+            price=r["price"],
+            size=r["size"],
+        )
     else:
         obj.update(bid_pr=r["bid_pr"], bid_size=r["bid_size"], ask_pr=r["ask_pr"], ask_size=r["ask_size"])
     return json.dumps(obj, separators=(",", ":"))
@@ -92,8 +104,15 @@ def _bad_lines(day: str, fmt: str, exchange: str) -> list[str]:
     return [
         '{"trade_dt":"' + day + '","event_type":"T",}',  # bad_json (trailing comma)
         '{"trade_dt":"' + day + '","event_type":"X"}',  # bad_rec_type
-        '{"trade_dt":"' + day + '","file_tm":"' + day + ' 12:00:00","event_type":"T","symbol":"SYMA","event_tm":"'
-        + day + ' 12:00:00","event_seq_nb":995,"exchange":"' + exchange + '","trade_pr":77.5,"size":100}',  # no price
+        '{"trade_dt":"'
+        + day
+        + '","file_tm":"'
+        + day
+        + ' 12:00:00","event_type":"T","symbol":"SYMA","event_tm":"'
+        + day
+        + ' 12:00:00","event_seq_nb":995,"exchange":"'
+        + exchange
+        + '","trade_pr":77.5,"size":100}',  # no price
         "",  # blank: ignored
     ]
 
@@ -118,7 +137,10 @@ def write_demo_landing(root: Path, seed: int = SEED) -> list[Path]:
             line = _csv_line if fmt == "csv" else _json_line
             batches = {
                 "batch-1": [line(day_text, dt.datetime.combine(day, dt.time(12)), e) for e in morning],
-                "batch-2": [line(day_text, dt.datetime.combine(day, dt.time(16, 30)), e) for e in afternoon + corrections]
+                "batch-2": [
+                    line(day_text, dt.datetime.combine(day, dt.time(16, 30)), e)
+                    for e in afternoon + corrections
+                ]
                 + _bad_lines(day_text, fmt, exchange),
             }
             folder = root / fmt / day_text / exchange
@@ -134,7 +156,9 @@ def write_demo_landing(root: Path, seed: int = SEED) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="capstone-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=settings.value("CAPSTONE_LANDING_ROOT"), help="landing root to write")
+    parser.add_argument(
+        "--out", default=settings.value("CAPSTONE_LANDING_ROOT"), help="landing root to write"
+    )
     args = parser.parse_args(argv)
     files = write_demo_landing(Path(args.out))
     print(f"Wrote {len(files)} demo landing files for {', '.join(DEMO_DAYS)} under {args.out}")

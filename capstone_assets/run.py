@@ -5,9 +5,11 @@
 
 Without days, every trading day with landing files under the landing root;
 with `--from`/`--to`, every trading day in that range; always in date order,
-so each day's report runs after its previous trading day is loaded. The jobs run in this one process against the Dagster instance in
-`DAGSTER_HOME` (the runs show in the UI afterwards) and share one Spark
-session, so the JVM starts once, not once per day.
+so each day's report runs after its previous trading day is loaded.
+
+The jobs run in this one process against the Dagster instance in `DAGSTER_HOME`
+(the runs show in the UI afterwards) and share one Spark session, so the JVM
+starts once, not once per day.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def run_days(days: list[str], instance: DagsterInstance) -> bool:
                 partition_key=day, instance=instance, raise_on_error=False, run_config=QUIET
             )
             if not result.success:
-                print(f"{job_name} failed for {day} (run {result.run_id}); see the log above", file=sys.stderr)
+                print(
+                    f"{job_name} failed for {day} (run {result.run_id}); see the log above", file=sys.stderr
+                )
                 return False
     return True
 
@@ -70,7 +74,9 @@ def show_report(days: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m capstone_assets.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m capstone_assets.run", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("days", nargs="*", help="trading days (default: every landed day)")
     parser.add_argument("--from", dest="first", metavar="DAY", help="first day of a range")
     parser.add_argument("--to", dest="last", metavar="DAY", help="last day of a range (default: --from)")
@@ -78,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     landing_root = absolute(settings.value("CAPSTONE_LANDING_ROOT"))
     try:
         named = [parse_day(d) for d in args.days]
-        first, last = (parse_day(args.first), parse_day(args.last or args.first)) if args.first else (None, None)
+        first, last = (
+            (parse_day(args.first), parse_day(args.last or args.first)) if args.first else (None, None)
+        )
     except ValueError as error:
         parser.error(str(error))
     not_trading = [d.isoformat() for d in named if not is_trading_day(d)]

@@ -76,8 +76,20 @@ EOD_QUOTE_REPORT = T.StructType(
 # record is nested under `record` because the parser wraps each line in an
 # outer object to catch trailing content after the line's own object.
 JSON_FIELDS = (
-    "trade_dt", "file_tm", "event_type", "symbol", "event_tm", "event_seq_nb", "exchange",
-    "execution_id", "price", "size", "bid_pr", "bid_size", "ask_pr", "ask_size",
+    "trade_dt",
+    "file_tm",
+    "event_type",
+    "symbol",
+    "event_tm",
+    "event_seq_nb",
+    "exchange",
+    "execution_id",
+    "price",
+    "size",
+    "bid_pr",
+    "bid_size",
+    "ask_pr",
+    "ask_size",
 )
 JSON_LINE = T.StructType(
     [
@@ -87,6 +99,12 @@ JSON_LINE = T.StructType(
 )
 
 REJECT_REASONS = (
-    "field_count", "bad_rec_type", "missing_key", "bad_timestamp", "bad_number",
-    "negative_value", "trade_dt_mismatch", "bad_json",
+    "field_count",
+    "bad_rec_type",
+    "missing_key",
+    "bad_timestamp",
+    "bad_number",
+    "negative_value",
+    "trade_dt_mismatch",
+    "bad_json",
 )

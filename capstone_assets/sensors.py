@@ -50,12 +50,20 @@ def landing_fingerprints(landing_root: str) -> dict[str, str]:
 def landing_sensor(context: SensorEvaluationContext, lake: LakeResource, tracker: TrackerResource):
     root = absolute(lake.landing_root)
     if is_url(root):
-        return SkipReason(f"landing_sensor watches local landing roots; {root} is remote: rely on the schedule")
+        return SkipReason(
+            f"landing_sensor watches local landing roots; {root} is remote: rely on the schedule"
+        )
     current = landing_fingerprints(root)
     if context.cursor is None:
-        return SensorResult(skip_reason=f"Recorded {len(current)} landing days as the baseline", cursor=json.dumps(current))
+        return SensorResult(
+            skip_reason=f"Recorded {len(current)} landing days as the baseline", cursor=json.dumps(current)
+        )
     seen = json.loads(context.cursor)
-    changed = [d for d, fp in sorted(current.items()) if seen.get(d) != fp and is_trading_day(dt.date.fromisoformat(d))]
+    changed = [
+        d
+        for d, fp in sorted(current.items())
+        if seen.get(d) != fp and is_trading_day(dt.date.fromisoformat(d))
+    ]
     requests, cursor = [], dict(current)
     for day in changed:
         if tracker.get_status(job_id(PREPROCESSING, day)) == RUNNING:
@@ -86,7 +94,8 @@ def analytical_sensor(context: SensorEvaluationContext, tracker: TrackerResource
         next_day = trading_day_partitions.get_next_partition_key(day)
         if day in trade_days and next_day:
             reported = context.instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=AssetKey("eod_quote_report"), asset_partitions=[next_day]), limit=1
+                AssetRecordsFilter(asset_key=AssetKey("eod_quote_report"), asset_partitions=[next_day]),
+                limit=1,
             ).records
             if reported:
                 requests.append(RunRequest(run_key=f"analytical:{next_day}:{newest}", partition_key=next_day))

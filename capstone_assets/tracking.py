@@ -121,7 +121,8 @@ def tracked_step(
             yield job
     except BaseException as error:
         text = "".join(traceback.format_exception_only(type(error), error)).strip()
-        tracker.update_status(job, FAILED, run_id=context.run.run_id, error=f"{context.op_handle}: {text}"[:4000])
+        step = context.op_execution_context.op.name
+        tracker.update_status(job, FAILED, run_id=context.run.run_id, error=f"{step}: {text}"[:4000])
         context.log.error(f"{job}: failed")
         raise
     remaining = _planned_in_run(context, workflow) - _materialized_in_run(context) - this_step

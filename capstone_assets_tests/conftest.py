@@ -15,7 +15,9 @@ from capstone_assets.resources.spark import spark_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("CAPSTONE_SAMPLE_DIR", REPO.parent / "shared" / "data" / "sample"))
-POSTGRES_URL = os.environ.get("CAPSTONE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+POSTGRES_URL = os.environ.get(
+    "CAPSTONE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 IN_CI = bool(os.environ.get("CI"))
 
 

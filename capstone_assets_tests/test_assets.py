@@ -70,7 +70,9 @@ def test_sample_metadata_shows_counts_schema_path_and_identity(sample_run):
         "NYSE": {"lines": 300, "trades": 30, "quotes": 270, "rejects": 0},
     }
     report = metadata(results["2020-08-06"], "eod_quote_report")
-    assert [c.name for c in report["dagster/column_schema"].value.columns] == schemas.EOD_QUOTE_REPORT.fieldNames()
+    assert [
+        c.name for c in report["dagster/column_schema"].value.columns
+    ] == schemas.EOD_QUOTE_REPORT.fieldNames()
     assert report["path"].value == str(workdir / "lake" / "eod_quote_report" / "trade_dt=2020-08-06")
     assert report["previous_trading_day"].value == "2020-08-05"
 
@@ -83,7 +85,10 @@ def test_rerunning_a_day_gives_identical_output(spark, sample_run):
     result = materialize(ALL_ASSETS, partition_key="2020-08-06", resources=resources)
     assert result.success
     assert sorted(spark.read.parquet(path).collect()) == before
-    assert sorted(spark.read.parquet(str(workdir / "lake" / "trades" / "trade_dt=2020-08-05")).collect()) == other_day
+    assert (
+        sorted(spark.read.parquet(str(workdir / "lake" / "trades" / "trade_dt=2020-08-05")).collect())
+        == other_day
+    )
 
 
 def test_demo_landing_zone_rejects_and_corrections(spark, tmp_path):

@@ -21,7 +21,9 @@ def test_schedule_runs_the_days_preprocessing_at_17_new_york():
     monday = build_schedule_context(scheduled_execution_time=dt.datetime(2020, 8, 10, 17, tzinfo=EXCHANGE_TZ))
     request = preprocessing_schedule(monday)
     assert isinstance(request, RunRequest) and request.partition_key == "2020-08-10"
-    thanksgiving = build_schedule_context(scheduled_execution_time=dt.datetime(2020, 11, 26, 17, tzinfo=EXCHANGE_TZ))
+    thanksgiving = build_schedule_context(
+        scheduled_execution_time=dt.datetime(2020, 11, 26, 17, tzinfo=EXCHANGE_TZ)
+    )
     assert isinstance(preprocessing_schedule(thanksgiving), SkipReason)
 
 
@@ -74,7 +76,9 @@ def test_analytical_sensor_reports_loaded_days_and_rereports_the_next_day(tracke
     assert analytical_sensor(context(result.cursor)).run_requests == []
 
     # 2020-08-07 was reported; then 2020-08-06's trades change: both reports are re-run.
-    instance.report_runless_asset_event(AssetMaterialization(asset_key="eod_quote_report", partition="2020-08-07"))
+    instance.report_runless_asset_event(
+        AssetMaterialization(asset_key="eod_quote_report", partition="2020-08-07")
+    )
     instance.report_runless_asset_event(AssetMaterialization(asset_key="trades", partition="2020-08-06"))
     again = analytical_sensor(context(result.cursor))
     assert sorted(r.partition_key for r in again.run_requests) == ["2020-08-06", "2020-08-07"]

@@ -52,5 +52,7 @@ def test_console_script_and_bad_configuration(tmp_path):
     env = {"PATH": f"{REPO / '.venv' / 'bin'}:/usr/bin:/bin", "CAPSTONE_TRACKER_URL": "postgresql://x/y"}
     result = subprocess.run(["capstone-jobs", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "postgresql+psycopg2" in result.stderr
-    day = subprocess.run(["capstone-jobs", "check-day", "2020-08-08"], env=env, capture_output=True, text=True)
+    day = subprocess.run(
+        ["capstone-jobs", "check-day", "2020-08-08"], env=env, capture_output=True, text=True
+    )
     assert day.returncode == 2 and "not a trading day" in day.stderr

@@ -135,7 +135,9 @@ def test_webserver_serves_the_assets_and_jobs(tmp_path):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "webserver did not start"
                 time.sleep(1)
-        nodes = _graphql(port, "{ assetNodes { assetKey { path } groupName kinds description } }")["assetNodes"]
+        nodes = _graphql(port, "{ assetNodes { assetKey { path } groupName kinds description } }")[
+            "assetNodes"
+        ]
         seen = {n["assetKey"]["path"][0]: n for n in nodes}
         assert {k: n["groupName"] for k, n in seen.items()} == ASSETS
         assert all("spark" in n["kinds"] for n in nodes)

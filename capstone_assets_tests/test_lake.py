@@ -26,7 +26,8 @@ def test_rewriting_a_day_replaces_that_day_only(spark, lake):
 def test_a_failing_write_leaves_the_previous_version(spark, lake, tmp_path):
     lake.write_day(spark, spark.createDataFrame([("A", 1)], SCHEMA), "t", "2020-08-05")
     failing = spark.createDataFrame([("1",), ("x",)], "v string").select(
-        F.lit("B").alias("symbol"), F.col("v").cast("int").alias("n")  # ANSI: 'x' fails mid-write
+        F.lit("B").alias("symbol"),
+        F.col("v").cast("int").alias("n"),  # ANSI: 'x' fails mid-write
     )
     with pytest.raises(Exception, match="CAST_INVALID_INPUT"):
         lake.write_day(spark, failing, "t", "2020-08-05")

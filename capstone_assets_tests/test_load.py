@@ -53,7 +53,9 @@ def test_key_uses_parsed_times_and_ties_go_to_the_greatest_values(spark):
     expected = [trade_row(1, LATE, 10.5, 100, event_tm=same_time, source="b")]
     # Whatever the input order, the same winner.
     for ordering in (rows, rows[::-1], rows[1:] + rows[:1]):
-        assertDataFrameEqual(load.latest_trades(spark.createDataFrame(ordering, schemas.RAW_TRADES)), expected)
+        assertDataFrameEqual(
+            load.latest_trades(spark.createDataFrame(ordering, schemas.RAW_TRADES)), expected
+        )
 
 
 def test_quote_ties_compare_bid_then_ask(spark):
@@ -67,4 +69,7 @@ def test_quote_ties_compare_bid_then_ask(spark):
             load.latest_quotes(spark.createDataFrame(ordering, schemas.RAW_QUOTES)),
             [quote_row(1, LATE, 10.0, 100, 10.3, 100, source="b")],
         )
-    assert load.latest_quotes(spark.createDataFrame(rows, schemas.RAW_QUOTES)).columns == schemas.QUOTES.fieldNames()
+    assert (
+        load.latest_quotes(spark.createDataFrame(rows, schemas.RAW_QUOTES)).columns
+        == schemas.QUOTES.fieldNames()
+    )

@@ -87,7 +87,9 @@ def test_latest_trade_previous_close_and_same_time_ordering(spark):
     ])  # fmt: skip
     # D-7 … D-1 holds Friday only (the weekend has no folder): Friday is the previous day.
     recent = with_day(friday, FRIDAY)
-    result = report.eod_quote_report(monday_trades, monday_quotes, report.previous_trading_day_trades(recent), DAY)
+    result = report.eod_quote_report(
+        monday_trades, monday_quotes, report.previous_trading_day_trades(recent), DAY
+    )
     assertDataFrameEqual(
         result,
         [

@@ -73,7 +73,9 @@ def reexecutable_preprocessing_job():
 
     resources = {
         "spark": spark_resource("local[2]"),
-        "lake": LakeResource(landing_root=os.environ["CAPSTONE_LANDING_ROOT"], lake_root=os.environ["CAPSTONE_LAKE_ROOT"]),
+        "lake": LakeResource(
+            landing_root=os.environ["CAPSTONE_LANDING_ROOT"], lake_root=os.environ["CAPSTONE_LAKE_ROOT"]
+        ),
         "tracker": TrackerResource(url=os.environ["CAPSTONE_TRACKER_URL"]),
     }
     definitions = Definitions(
@@ -91,19 +93,28 @@ def test_reexecuting_a_failed_run_from_its_failure_finishes_the_day(spark, sampl
     monkeypatch.setenv("CAPSTONE_LAKE_ROOT", str(tmp_path / "lake"))
     monkeypatch.setenv("CAPSTONE_TRACKER_URL", f"sqlite:///{tmp_path / 'tracker.db'}")
     tracker = TrackerResource(url=f"sqlite:///{tmp_path / 'tracker.db'}")
-    job, day, tags = reconstructable(reexecutable_preprocessing_job), "2020-08-05", {"dagster/partition": "2020-08-05"}
+    job, day, tags = (
+        reconstructable(reexecutable_preprocessing_job),
+        "2020-08-05",
+        {"dagster/partition": "2020-08-05"},
+    )
     (tmp_path / "dagster_home").mkdir()
     with DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as instance:
         assert execute_job(job, instance, tags=tags).success
         raw_quotes = tmp_path / "lake" / "raw_quotes" / f"trade_dt={day}"
         shutil.move(raw_quotes, tmp_path / "aside")
-        failed = execute_job(job, instance, tags=tags, asset_selection=[AssetKey("trades"), AssetKey("quotes")])
+        failed = execute_job(
+            job, instance, tags=tags, asset_selection=[AssetKey("trades"), AssetKey("quotes")]
+        )
         assert not failed.success
         assert "quotes" in tracker.get_job("preprocessing_2020-08-05").error
 
         shutil.move(tmp_path / "aside", raw_quotes)
         retried = execute_job(  # the UI's "re-execute from failure" keeps the run's partition tag
-            job, instance, tags=tags, reexecution_options=ReexecutionOptions.from_failure(failed.run_id, instance)
+            job,
+            instance,
+            tags=tags,
+            reexecution_options=ReexecutionOptions.from_failure(failed.run_id, instance),
         )
         assert retried.success
         assert instance.get_run_by_id(retried.run_id).step_keys_to_execute == ["quotes"]

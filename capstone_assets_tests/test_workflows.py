@@ -77,7 +77,9 @@ def test_preprocessing_then_gated_analytical(env, spark, tmp_path):
 
     # Two preprocessing runs of the same day started together: exactly one runs.
     started = time.monotonic()
-    pair = [start_script("run_preprocessing.sh", "2020-08-06", env, tmp_path / f"run-{i}.log") for i in range(2)]
+    pair = [
+        start_script("run_preprocessing.sh", "2020-08-06", env, tmp_path / f"run-{i}.log") for i in range(2)
+    ]
     finished = {}
     while len(finished) < 2:
         for index, process in enumerate(pair):
@@ -91,11 +93,16 @@ def test_preprocessing_then_gated_analytical(env, spark, tmp_path):
     winner = next(v for v in finished.values() if v[0] == 0)
     assert "Refusing to start preprocessing_2020-08-06" in loser[2]
     assert loser[1] < winner[1], "the refused run must end before the running one"
-    concurrent_output = sorted(spark.read.parquet(str(tmp_path / "lake" / "trades" / "trade_dt=2020-08-06")).collect())
+    concurrent_output = sorted(
+        spark.read.parquet(str(tmp_path / "lake" / "trades" / "trade_dt=2020-08-06")).collect()
+    )
 
     single = run_script("run_preprocessing.sh", "2020-08-06", env)
     assert single.returncode == 0, single.stdout + single.stderr
-    assert sorted(spark.read.parquet(str(tmp_path / "lake" / "trades" / "trade_dt=2020-08-06")).collect()) == concurrent_output
+    assert (
+        sorted(spark.read.parquet(str(tmp_path / "lake" / "trades" / "trade_dt=2020-08-06")).collect())
+        == concurrent_output
+    )
     assert not list((tmp_path / "lake" / "trades" / "_staging").glob("*"))
 
     reported = run_script("run_analytical.sh", "2020-08-06", env)
@@ -126,7 +133,13 @@ def test_a_killed_run_is_taken_over_by_the_next(env, tmp_path):
     assert (record.status, record.attempts) == ("success", 2)
     # What the killed run had staged is gone; the day is complete.
     assert not list((tmp_path / "lake" / "raw_trades" / "_staging").glob("*"))
-    assert set(day_files(tmp_path / "lake", "2020-08-05")) == {"raw_trades", "raw_quotes", "raw_rejects", "trades", "quotes"}
+    assert set(day_files(tmp_path / "lake", "2020-08-05")) == {
+        "raw_trades",
+        "raw_quotes",
+        "raw_rejects",
+        "trades",
+        "quotes",
+    }
 
 
 def test_a_failing_run_records_failed_and_a_rerun_succeeds(env, tmp_path):
@@ -173,7 +186,9 @@ def test_eight_processes_race_one_runs_and_the_others_leave_no_trace(env, tmp_pa
     tracker_of(env).get_status("preprocessing_2020-08-05")  # the table exists before the race
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(8), context.Queue()
-    processes = [context.Process(target=_materialize_preprocessing, args=(env, barrier, results)) for _ in range(8)]
+    processes = [
+        context.Process(target=_materialize_preprocessing, args=(env, barrier, results)) for _ in range(8)
+    ]
     for process in processes:
         process.start()
     outcomes = [results.get(timeout=600) for _ in processes]

@@ -1,6 +1,5 @@
 """The analytical EOD quote report."""
 
-
 import datetime as dt
 import warnings
 

@@ -1,6 +1,5 @@
 """What every Spark asset reports to the UI on each materialization."""
 
-
 from typing import Any
 
 from dagster import MetadataValue, TableColumn, TableSchema
@@ -12,8 +11,7 @@ SPARK_KINDS = {"spark"}
 def table_schema(schema: T.StructType) -> TableSchema:
     return TableSchema(
         columns=[
-            TableColumn(name=f.name, type=f.dataType.simpleString(), description=None)
-            for f in schema.fields
+            TableColumn(name=f.name, type=f.dataType.simpleString(), description=None) for f in schema.fields
         ]
     )
 

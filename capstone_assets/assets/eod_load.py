@@ -1,6 +1,5 @@
 """End-of-day load: trades and quotes with the exchanges' corrections applied."""
 
-
 from dagster import AssetExecutionContext, MaterializeResult, asset
 from dagster_pyspark import LazyPySparkResource
 
@@ -35,7 +34,17 @@ def _load(context, spark, lake, tracker, source: str, source_schema, target: str
 def trades(
     context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, tracker: TrackerResource
 ) -> MaterializeResult:
-    return _load(context, spark, lake, tracker, "raw_trades", schemas.RAW_TRADES, "trades", load.latest_trades, schemas.TRADES)
+    return _load(
+        context,
+        spark,
+        lake,
+        tracker,
+        "raw_trades",
+        schemas.RAW_TRADES,
+        "trades",
+        load.latest_trades,
+        schemas.TRADES,
+    )
 
 
 @asset(
@@ -49,4 +58,14 @@ def trades(
 def quotes(
     context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, tracker: TrackerResource
 ) -> MaterializeResult:
-    return _load(context, spark, lake, tracker, "raw_quotes", schemas.RAW_QUOTES, "quotes", load.latest_quotes, schemas.QUOTES)
+    return _load(
+        context,
+        spark,
+        lake,
+        tracker,
+        "raw_quotes",
+        schemas.RAW_QUOTES,
+        "quotes",
+        load.latest_quotes,
+        schemas.QUOTES,
+    )

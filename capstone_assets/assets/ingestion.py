@@ -61,7 +61,9 @@ def read_landing_lines(spark: SparkSession, lake: LakeResource, day: str, log) -
     return parsing.clean_lines(reduce(DataFrame.unionByName, frames)), files.count
 
 
-def exchange_counts(spark: SparkSession, lines: DataFrame, staged: dict[str, StagedDay]) -> dict[str, dict[str, int]]:
+def exchange_counts(
+    spark: SparkSession, lines: DataFrame, staged: dict[str, StagedDay]
+) -> dict[str, dict[str, int]]:
     """Per landing exchange: lines read and each staged output's rows, in one Spark job.
 
     The lines are counted from the landing files themselves (a second, parser-free
@@ -105,7 +107,9 @@ def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeRes
             context.log.info(f"{day}: {asset} written to staging")
         per_exchange = exchange_counts(session, lines, staged)
         totals = {k: sum(c[k] for c in per_exchange.values()) for k in COUNTED}
-        unbalanced = {ex: c for ex, c in per_exchange.items() if c["lines"] != c["trades"] + c["quotes"] + c["rejects"]}
+        unbalanced = {
+            ex: c for ex, c in per_exchange.items() if c["lines"] != c["trades"] + c["quotes"] + c["rejects"]
+        }
         if unbalanced:
             raise IngestionIdentityError(f"{day}: lines read != trades + quotes + rejects for {unbalanced}")
         paths = {asset: lake.commit(session, staged_day) for asset, staged_day in staged.items()}

@@ -92,7 +92,9 @@ def _engine(url: str) -> sa.Engine:
         if url not in _ENGINES:
             if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+            kwargs = (
+                {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+            )
             engine = sa.create_engine(url, **kwargs)
             if url.startswith("sqlite"):
                 sa.event.listen(engine, "connect", _sqlite_pragmas)
@@ -121,14 +123,18 @@ class TrackerResource(ConfigurableResource):
         """Raises ValueError with a message an operator can act on. Called on first use:
         at definition time the fields may still be unresolved `EnvVar`s."""
         if not _IDENTIFIER.match(self.table):
-            raise ValueError(f"tracker table '{self.table}' is not a valid SQL identifier ([A-Za-z_][A-Za-z0-9_]*)")
+            raise ValueError(
+                f"tracker table '{self.table}' is not a valid SQL identifier ([A-Za-z_][A-Za-z0-9_]*)"
+            )
         if self.url.startswith(("postgresql://", "postgres://")):
             raise ValueError(
                 "CAPSTONE_TRACKER_URL must name the driver: use postgresql+psycopg2://… "
                 "(SQLAlchemy maps postgresql:// to psycopg 3, which is not installed)"
             )
         if not self.url.startswith(("postgresql+psycopg2://", "sqlite:///")):
-            raise ValueError(f"unsupported CAPSTONE_TRACKER_URL '{self.url}': use postgresql+psycopg2://… or sqlite:///…")
+            raise ValueError(
+                f"unsupported CAPSTONE_TRACKER_URL '{self.url}': use postgresql+psycopg2://… or sqlite:///…"
+            )
 
     # ------------------------------------------------------------------ schema
     def _table(self) -> sa.Table:
@@ -222,11 +228,20 @@ class TrackerResource(ConfigurableResource):
             return current
         now = utcnow()
         claim = {
-            "status": RUNNING, "run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "pid_started": process_start(os.getpid()), "heartbeat_time": now, "started_time": now, "updated_time": now, "error": None,
-        }  # fmt: skip
+            "status": RUNNING,
+            "run_id": run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pid_started": process_start(os.getpid()),
+            "heartbeat_time": now,
+            "started_time": now,
+            "updated_time": now,
+            "error": None,
+        }
         with self._transaction() as (conn, table):
-            statement = self._insert(table).values(job_id=job, workflow=workflow, trade_dt=day, attempts=1, **claim)
+            statement = self._insert(table).values(
+                job_id=job, workflow=workflow, trade_dt=day, attempts=1, **claim
+            )
             lapsed = now - dt.timedelta(seconds=self.stale_after_seconds)
             conn.execute(
                 statement.on_conflict_do_update(
@@ -289,7 +304,9 @@ class TrackerResource(ConfigurableResource):
             stop.set()
             thread.join(timeout=5)
 
-    def update_status(self, job: str, status: str, run_id: str | None = None, error: str | None = None) -> bool:
+    def update_status(
+        self, job: str, status: str, run_id: str | None = None, error: str | None = None
+    ) -> bool:
         """Sets the final status; with `run_id`, only while that run holds a running claim."""
         if status not in (RUNNING, SUCCESS, FAILED):
             raise ValueError(f"unknown status '{status}'")

@@ -47,8 +47,10 @@ def clean_lines(raw: DataFrame) -> DataFrame:
 
 def rows_by_source_file(dataset: DataFrame, name: str) -> DataFrame:
     """Rows per source file, labelled `name`: lines read (counted without the parser) or an output's rows."""
-    return dataset.groupBy("source_file").agg(F.count(F.lit(1)).alias("rows")).select(
-        "source_file", F.lit(name).alias("dataset"), "rows"
+    return (
+        dataset.groupBy("source_file")
+        .agg(F.count(F.lit(1)).alias("rows"))
+        .select("source_file", F.lit(name).alias("dataset"), "rows")
     )
 
 
@@ -141,9 +143,7 @@ def _reject_reason(trade_dt: str) -> Column:
     missing_key = F.lit(False)
     for key in ("symbol", "exchange", "s_event_tm", "s_event_seq_nb"):
         missing_key = missing_key | F.col(key).isNull() | (F.col(key) == "")
-    bad_timestamp = (
-        F.col("trade_dt").isNull() | F.col("arrival_tm").isNull() | F.col("event_tm").isNull()
-    )
+    bad_timestamp = F.col("trade_dt").isNull() | F.col("arrival_tm").isNull() | F.col("event_tm").isNull()
     bad_number = (
         F.col("event_seq_nb").isNull()
         | F.col("price_1").isNull()
@@ -223,4 +223,3 @@ def select_quotes(parsed: DataFrame) -> DataFrame:
 
 def select_rejects(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.col("reason").isNotNull()).select("line", "source_file", "reason")
-

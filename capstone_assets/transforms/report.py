@@ -25,11 +25,7 @@ def _micros(column: str) -> F.Column:
 
 def with_moving_average(trades: DataFrame) -> DataFrame:
     """Adds `mov_avg_pr`: the mean `trade_pr` of the pair's trades in [t − 30 min, t]."""
-    window = (
-        W.partitionBy(*PAIR)
-        .orderBy(_micros("event_tm"))
-        .rangeBetween(-MOVING_AVERAGE_MICROS, 0)
-    )
+    window = W.partitionBy(*PAIR).orderBy(_micros("event_tm")).rangeBetween(-MOVING_AVERAGE_MICROS, 0)
     return trades.select("*", F.avg("trade_pr").over(window).alias("mov_avg_pr"))
 
 
@@ -57,7 +53,9 @@ def closing_trades(previous_day_trades: DataFrame) -> DataFrame:
     )
 
 
-def eod_quote_report(trades: DataFrame, quotes: DataFrame, previous_day_trades: DataFrame, trade_dt: str) -> DataFrame:
+def eod_quote_report(
+    trades: DataFrame, quotes: DataFrame, previous_day_trades: DataFrame, trade_dt: str
+) -> DataFrame:
     """One row per loaded quote of `trade_dt`, with the latest trade and the previous close."""
     trade_events = with_moving_average(trades).select(
         *PAIR,
@@ -91,21 +89,18 @@ def eod_quote_report(trades: DataFrame, quotes: DataFrame, previous_day_trades: 
         .where(is_quote)
     )
     close = closing_trades(previous_day_trades)
-    return (
-        quotes_with_last_trade.join(F.broadcast(close), on=list(PAIR), how="left")
-        .select(
-            F.lit(trade_dt).cast("date").alias("trade_dt"),
-            *PAIR,
-            "event_tm",
-            "event_seq_nb",
-            "bid_pr",
-            "bid_size",
-            "ask_pr",
-            "ask_size",
-            F.coalesce("last_trade.trade_pr", "close_pr").alias("last_trade_pr"),
-            F.coalesce("last_trade.mov_avg_pr", "close_mov_avg_pr").alias("last_mov_avg_pr"),
-            "close_pr",
-            (F.col("bid_pr") - F.col("close_pr")).alias("bid_pr_mv"),
-            (F.col("ask_pr") - F.col("close_pr")).alias("ask_pr_mv"),
-        )
+    return quotes_with_last_trade.join(F.broadcast(close), on=list(PAIR), how="left").select(
+        F.lit(trade_dt).cast("date").alias("trade_dt"),
+        *PAIR,
+        "event_tm",
+        "event_seq_nb",
+        "bid_pr",
+        "bid_size",
+        "ask_pr",
+        "ask_size",
+        F.coalesce("last_trade.trade_pr", "close_pr").alias("last_trade_pr"),
+        F.coalesce("last_trade.mov_avg_pr", "close_mov_avg_pr").alias("last_mov_avg_pr"),
+        "close_pr",
+        (F.col("bid_pr") - F.col("close_pr")).alias("bid_pr_mv"),
+        (F.col("ask_pr") - F.col("close_pr")).alias("ask_pr_mv"),
     )
