@@ -71,6 +71,15 @@ EOD_QUOTE_REPORT = T.StructType(
     ]
 )
 
+# Each lake dataset's columns, by asset name (`trade_dt` is the folder).
+BY_DATASET = {
+    "raw_trades": RAW_TRADES,
+    "raw_quotes": RAW_QUOTES,
+    "raw_rejects": RAW_REJECTS,
+    "trades": TRADES,
+    "quotes": QUOTES,
+}
+
 # Every JSON field is read as a string so that SPEC.md's grammar decides, not
 # Spark's coercion (`from_json` with numeric types nulls a quoted number). The
 # record is nested under `record` because the parser wraps each line in an

@@ -12,11 +12,12 @@ from capstone_assets.tracking import tracked_step
 from capstone_assets.transforms import load
 
 
-def _load(context, spark, lake, tracker, source: str, source_schema, target: str, transform, schema):
-    day = context.partition_key
+def _load(context, spark, lake, tracker, *, source: str, target: str, transform) -> MaterializeResult:
+    """Reads the day's raw records, keeps the latest per key, writes the day."""
+    day, schema = context.partition_key, schemas.BY_DATASET[target]
     with tracked_step(context, tracker, PREPROCESSING):
         session = spark.spark_session
-        raw = lake.read_day(session, source, day, source_schema)
+        raw = lake.read_day(session, source, day, schemas.BY_DATASET[source])
         path = lake.write_day(session, transform(raw), target, day)
         row_count = session.read.schema(schema).parquet(path).count()  # from Parquet footers
     context.log.info(f"{target} {day}: {row_count} rows")
@@ -35,15 +36,7 @@ def trades(
     context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, tracker: TrackerResource
 ) -> MaterializeResult:
     return _load(
-        context,
-        spark,
-        lake,
-        tracker,
-        "raw_trades",
-        schemas.RAW_TRADES,
-        "trades",
-        load.latest_trades,
-        schemas.TRADES,
+        context, spark, lake, tracker, source="raw_trades", target="trades", transform=load.latest_trades
     )
 
 
@@ -59,13 +52,5 @@ def quotes(
     context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, tracker: TrackerResource
 ) -> MaterializeResult:
     return _load(
-        context,
-        spark,
-        lake,
-        tracker,
-        "raw_quotes",
-        schemas.RAW_QUOTES,
-        "quotes",
-        load.latest_quotes,
-        schemas.QUOTES,
+        context, spark, lake, tracker, source="raw_quotes", target="quotes", transform=load.latest_quotes
     )

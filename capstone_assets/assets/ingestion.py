@@ -69,8 +69,10 @@ def exchange_counts(
     The lines are counted from the landing files themselves (a second, parser-free
     read), the outputs from what was written: the identity checks both ends."""
     counted = [parsing.rows_by_source_file(lines, "lines")] + [
-        parsing.rows_by_source_file(spark.read.schema(OUTPUTS[asset][1]).parquet(day.path), OUTPUTS[asset][2])
-        for asset, day in staged.items()
+        parsing.rows_by_source_file(
+            spark.read.schema(OUTPUTS[asset][1]).parquet(staged_day.path), OUTPUTS[asset][2]
+        )
+        for asset, staged_day in staged.items()
     ]
     per_exchange: dict[str, dict[str, int]] = {}
     for row in reduce(DataFrame.unionByName, counted).collect():  # one row per file and dataset
