@@ -23,7 +23,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from capstone_assets import assets
-from capstone_assets.resources import LakeResource, TrackerResource, spark_resource
+from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
 from capstone_assets.resources.spark import spark_config
 
 DAYS = ("2020-08-06", "2020-08-07")
@@ -100,6 +100,7 @@ def main() -> None:
             "spark": spark_resource(args.master),
             "lake": LakeResource(landing_root=str(work / "landing"), lake_root=str(work / "lake")),
             "tracker": TrackerResource(url=f"sqlite:///{work / 'tracker.db'}"),
+            "quality": QualityResource(),
         }
         instance = DagsterInstance.ephemeral()
         all_assets = [assets.ingestion, assets.trades, assets.quotes, assets.eod_quote_report]

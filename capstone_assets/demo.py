@@ -35,7 +35,7 @@ def _events(rng: random.Random, day: dt.date, exchange: str) -> list[dict]:
     session_seconds = (dt.datetime.combine(day, CLOSE) - start).seconds
     for symbol, base in SYMBOLS.items():
         price = base * (1 + rng.uniform(-0.03, 0.03))
-        offsets = sorted(rng.sample(range(60, session_seconds), 48))
+        offsets = sorted(rng.sample(range(60, session_seconds), 96))
         for seq, offset in enumerate(offsets, start=1):
             price *= 1 + rng.gauss(0, 0.004)
             event_tm = start + dt.timedelta(seconds=offset, milliseconds=rng.randrange(1000))

@@ -4,7 +4,9 @@ Both run in-process: every step of a run shares one Spark session (one JVM)
 instead of starting one per step.
 """
 
-from dagster import AssetSelection, define_asset_job, in_process_executor
+from dagster import AssetCheckKey, AssetSelection, define_asset_job, in_process_executor
+
+from capstone_assets.freshness import CHECK_NAME, REPORT
 
 PREPROCESSING = "preprocessing"
 ANALYTICAL = "analytical"
@@ -20,7 +22,8 @@ preprocessing_job = define_asset_job(
 
 analytical_job = define_asset_job(
     "analytical_job",
-    selection=AssetSelection.groups(ANALYTICAL),
+    # The freshness check looks at the latest due day, not the run's: it runs on its schedule.
+    selection=AssetSelection.groups(ANALYTICAL) - AssetSelection.checks(AssetCheckKey(REPORT, CHECK_NAME)),
     executor_def=in_process_executor,
     description="The EOD quote report of one trading day.",
     tags={"capstone/workflow": ANALYTICAL},

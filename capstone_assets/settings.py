@@ -22,6 +22,10 @@ DEFAULTS = {
     "CAPSTONE_TRACKER_URL": f"sqlite:///{VAR / 'tracker.db'}",
     "CAPSTONE_TRACKER_TABLE": "job_tracker",
     "SPARK_MASTER": "local[*]",
+    "CAPSTONE_ALERT_WEBHOOK_URL": "",  # empty: alerts off
+    "CAPSTONE_UI_URL": "http://127.0.0.1:3000",
+    "CAPSTONE_REPORT_DEADLINE": "18:30",  # HH:MM, New York time
+    "CAPSTONE_REJECT_RATE_THRESHOLD": "0.05",
 }
 
 
@@ -32,3 +36,15 @@ def setting(name: str) -> str | EnvVar:
 def value(name: str) -> str:
     """The plain value, for what is not a resource field (the Spark config, the CLI)."""
     return os.environ.get(name) or DEFAULTS[name]
+
+
+def fraction(name: str) -> float:
+    """A setting that is a fraction between 0 and 1, e.g. a reject-rate threshold of 0.05 (5%)."""
+    text = value(name)
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name}='{text}' must be a fraction between 0 and 1, e.g. 0.05 for 5%")
+    return number

@@ -5,8 +5,8 @@ hooks, so each asset step goes through `tracked_step`:
 
 * before Spark starts, the step claims `<workflow>_<day>` for its run (later
   steps of the same run pass through), and the analytical workflow checks its
-  gate: preprocessing `success` for the day and for every earlier day within
-  7 calendar days that has landing files;
+  gate: preprocessing `success` for the day and for its previous trading day
+  when that day has landing files;
 * a failing step records `failed` with the error text and re-raises;
 * the run's last step of the workflow records `success` only if every asset
   of the workflow for the day is now up to date with the day's latest
@@ -21,8 +21,11 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, DagsterEventType, Failure
+from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._core.storage.tags import BACKFILL_ID_TAG
 
 from capstone_assets.jobs import ANALYTICAL, PREPROCESSING
+from capstone_assets.partitions import previous_trading_day
 from capstone_assets.resources.tracker import FAILED, SUCCESS, JobRefused, TrackerResource, job_id
 
 WORKFLOW_ASSETS = {
@@ -36,27 +39,58 @@ STEP_OF_ASSET = {
 }  # fmt: skip
 # What each asset must be newer than to be up to date with the day's ingestion.
 UPSTREAM = {"trades": "raw_trades", "quotes": "raw_quotes"}
-GATE_DAYS = 7
 
 
-def analytical_gate(tracker: TrackerResource, day: str, has_landing_files: Callable[[str], bool]) -> None:
-    """Raises JobRefused unless D and its recent landed days are preprocessed."""
+def analytical_gate(
+    tracker: TrackerResource, day: str, has_landing_files: Callable[[str], bool]
+) -> list[str]:
+    """Raises JobRefused unless D and its previous trading day are preprocessed (SPEC.md §6).
+
+    The previous trading day is waited for only when it has landing files. Returns
+    warnings for landing folders dated on weekends or holidays in between: they
+    are not partitions, so they are reported and never waited for."""
     d = dt.date.fromisoformat(day)
-    earlier = [(d - dt.timedelta(days=n)).isoformat() for n in range(1, GATE_DAYS + 1)]
-    statuses = tracker.statuses(PREPROCESSING, [day, *earlier])
+    previous = previous_trading_day(d)
+    statuses = tracker.statuses(PREPROCESSING, [day, previous.isoformat()])
     if statuses.get(day) != SUCCESS:
         raise JobRefused(
             f"Refusing to run {job_id(ANALYTICAL, day)}: {job_id(PREPROCESSING, day)} is "
             f"{statuses.get(day, 'not run')}, not success. Run preprocessing for {day} first."
         )
-    pending = sorted(e for e in earlier if statuses.get(e) != SUCCESS and has_landing_files(e))
-    if pending:
-        listed = ", ".join(f"{e}: {statuses.get(e, 'not run')}" for e in pending)
+    if statuses.get(previous.isoformat()) != SUCCESS and has_landing_files(previous.isoformat()):
         raise JobRefused(
-            f"Refusing to run {job_id(ANALYTICAL, day)}: earlier days with landing files are not "
-            f"preprocessed ({listed}); "
-            f"the previous trading day must be final before {day} is analysed."
+            f"Refusing to run {job_id(ANALYTICAL, day)}: its previous trading day {previous} has landing "
+            f"files but {job_id(PREPROCESSING, previous.isoformat())} is "
+            f"{statuses.get(previous.isoformat(), 'not run')}, not success; the previous close must be "
+            f"final before {day} is analysed. Run preprocessing for {previous} first."
         )
+    between = (previous + dt.timedelta(days=n) for n in range(1, (d - previous).days))
+    return [
+        f"Landing files for {other} are ignored: it is not a trading day (weekend or NYSE holiday)"
+        for other in map(dt.date.isoformat, between)
+        if has_landing_files(other)
+    ]
+
+
+def added_beyond_backfill(context: AssetExecutionContext, day: str) -> bool:
+    """Whether a backfill targets D's report only because it loads D's previous trading day.
+
+    A UI backfill of a range also targets the report of the day after the range
+    (the partition mapping from D-1's trades and quotes reaches it). Such a report
+    is deferred, not refused, when D is not preprocessed: see `eod_quote_report`."""
+    backfill_id = context.run.tags.get(BACKFILL_ID_TAG)
+    backfill = context.instance.get_backfill(backfill_id) if backfill_id else None
+    if backfill is None or not backfill.is_asset_backfill:
+        return False
+    target = backfill.get_asset_backfill_data(context.job_def.asset_layer.asset_graph).target_subset
+    previous = previous_trading_day(dt.date.fromisoformat(day)).isoformat()
+
+    def loads(partition: str) -> bool:
+        return any(
+            AssetKeyPartitionKey(AssetKey(asset), partition) in target for asset in ("trades", "quotes")
+        )
+
+    return loads(previous) and not loads(day)
 
 
 def _materialized_in_run(context: AssetExecutionContext) -> set[str]:
@@ -109,12 +143,15 @@ def tracked_step(
     day = context.partition_key
     job = job_id(workflow, day)
     try:
-        if workflow == ANALYTICAL:
-            analytical_gate(tracker, day, has_landing_files or (lambda _: False))
+        warnings = (
+            analytical_gate(tracker, day, has_landing_files or (lambda _: False)) if workflow == ANALYTICAL else []
+        )
         tracker.claim(workflow, day, context.run.run_id)
     except JobRefused as refusal:
         raise Failure(description=str(refusal), allow_retries=False) from None
     context.log.info(f"{job}: claimed by run {context.run.run_id}")
+    for warning in warnings:
+        context.log.warning(warning)
     this_step = {key.to_user_string() for key in context.selected_asset_keys}
     try:
         with tracker.heartbeating(job, context.run.run_id):

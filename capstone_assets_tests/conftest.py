@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from pyspark.sql import SparkSession
 
-from capstone_assets.resources import LakeResource, TrackerResource, spark_resource
+from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
 from capstone_assets.resources.spark import spark_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,4 +91,5 @@ def resources(lake, tmp_path) -> dict:
         "spark": spark_resource("local[2]"),
         "lake": lake,
         "tracker": TrackerResource(url=f"sqlite:///{tmp_path / 'tracker.db'}"),
+        "quality": QualityResource(),
     }

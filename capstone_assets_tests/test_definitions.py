@@ -161,3 +161,9 @@ def test_every_jar_in_the_jars_folder_goes_on_spark_jars(tmp_path):
     assert config["spark.jars"] == f"{tmp_path}/hadoop-azure-3.4.1.jar,{tmp_path}/postgresql-42.7.4.jar"
     assert config["spark.master"] == "yarn" and config["spark.sql.session.timeZone"] == "UTC"
     assert "spark.sql.shuffle.partitions" not in config  # a cluster keeps its own
+
+
+def test_analytical_job_runs_the_report_step_not_the_freshness_check():
+    # The freshness check looks at the latest due day, whatever the run's day: it runs on its schedule.
+    assert defs.resolve_job_def("analytical_job").graph.node_names() == ["eod_quote_report"]
+    assert defs.resolve_job_def("report_freshness_job").graph.node_names() == ["eod_quote_report_materialized_by_deadline"]

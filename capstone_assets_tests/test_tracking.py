@@ -6,7 +6,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from capstone_assets import assets
-from capstone_assets.resources import TrackerResource
+from capstone_assets.resources import QualityResource, TrackerResource
 from capstone_assets.resources.tracker import JobRefused
 from capstone_assets.tracking import analytical_gate
 
@@ -20,17 +20,41 @@ def finish(tracker, workflow, day, status):
     assert tracker.update_status(f"{workflow}_{day}", status, run_id=run_id)
 
 
-def test_analytical_gate_needs_the_day_and_its_recent_landed_days(tracker):
+def test_analytical_gate_needs_the_day_and_its_previous_trading_day(tracker):
     landed = {"2020-08-06", "2020-08-07", "2020-08-10"}.__contains__  # not the weekend
     with pytest.raises(JobRefused, match="preprocessing_2020-08-10 is not run"):
         analytical_gate(tracker, "2020-08-10", landed)
     finish(tracker, "preprocessing", "2020-08-10", "success")
     finish(tracker, "preprocessing", "2020-08-07", "failed")
-    with pytest.raises(JobRefused, match=r"2020-08-06: not run, 2020-08-07: failed"):
+    with pytest.raises(JobRefused, match=r"previous trading day 2020-08-07 .* is failed, not success"):
         analytical_gate(tracker, "2020-08-10", landed)
-    finish(tracker, "preprocessing", "2020-08-06", "success")
     finish(tracker, "preprocessing", "2020-08-07", "success")
-    analytical_gate(tracker, "2020-08-10", landed)  # weekend days have no files: not needed
+    # Thursday 2020-08-06 has landing files and was never preprocessed: SPEC.md §6
+    # gates Monday on Friday only.
+    assert analytical_gate(tracker, "2020-08-10", landed) == []
+
+
+def test_analytical_gate_skips_a_previous_trading_day_without_landing_files(tracker):
+    finish(tracker, "preprocessing", "2020-08-10", "success")
+    assert analytical_gate(tracker, "2020-08-10", lambda day: False) == []
+
+
+def test_files_on_a_weekend_or_holiday_warn_and_never_block(tracker):
+    landed = {"2020-08-07", "2020-08-08", "2020-08-09", "2020-08-10"}.__contains__
+    finish(tracker, "preprocessing", "2020-08-07", "success")
+    finish(tracker, "preprocessing", "2020-08-10", "success")
+    warnings = analytical_gate(tracker, "2020-08-10", landed)
+    assert warnings == [
+        "Landing files for 2020-08-08 are ignored: it is not a trading day (weekend or NYSE holiday)",
+        "Landing files for 2020-08-09 are ignored: it is not a trading day (weekend or NYSE holiday)",
+    ]
+    # Thanksgiving 2020-11-26: Friday's report waits for Wednesday only.
+    finish(tracker, "preprocessing", "2020-11-25", "success")
+    finish(tracker, "preprocessing", "2020-11-27", "success")
+    holiday = analytical_gate(tracker, "2020-11-27", {"2020-11-25", "2020-11-26", "2020-11-27"}.__contains__)
+    assert holiday == [
+        "Landing files for 2020-11-26 are ignored: it is not a trading day (weekend or NYSE holiday)"
+    ]
 
 
 def test_partial_runs_mark_success_only_when_the_workflow_is_up_to_date(spark, resources):
@@ -77,6 +101,7 @@ def reexecutable_preprocessing_job():
             landing_root=os.environ["CAPSTONE_LANDING_ROOT"], lake_root=os.environ["CAPSTONE_LAKE_ROOT"]
         ),
         "tracker": TrackerResource(url=os.environ["CAPSTONE_TRACKER_URL"]),
+        "quality": QualityResource(),
     }
     definitions = Definitions(
         assets=ALL_ASSETS, jobs=[preprocessing_job], resources=resources, executor=in_process_executor

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from capstone_assets.resources import LakeResource, TrackerResource
+from capstone_assets.resources import LakeResource, QualityResource, TrackerResource
 from capstone_assets_tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -173,6 +173,7 @@ def _materialize_preprocessing(env, barrier, results):
         "spark": spark_resource("local[1]"),
         "lake": LakeResource(landing_root=env["CAPSTONE_LANDING_ROOT"], lake_root=env["CAPSTONE_LAKE_ROOT"]),
         "tracker": TrackerResource(url=env["CAPSTONE_TRACKER_URL"], table=env["CAPSTONE_TRACKER_TABLE"]),
+        "quality": QualityResource(),
     }
     barrier.wait()
     result = materialize(

@@ -5,6 +5,7 @@ import warnings
 
 from dagster import (
     AssetDep,
+    AssetCheckResult,
     AssetExecutionContext,
     BetaWarning,
     MaterializeResult,
@@ -15,16 +16,21 @@ from dagster import (
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import functions as F
 
-from capstone_assets import schemas
-from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
-from capstone_assets.jobs import ANALYTICAL
+from capstone_assets import checks, schemas
+from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata, markdown_table, tracked_results
+from capstone_assets.jobs import ANALYTICAL, PREPROCESSING
 from capstone_assets.partitions import trading_day_partitions
 from capstone_assets.resources import LakeResource, TrackerResource
-from capstone_assets.tracking import tracked_step
-from capstone_assets.transforms import report
+from capstone_assets.resources.tracker import SUCCESS, job_id
+from capstone_assets.tracking import added_beyond_backfill
+from capstone_assets.transforms import quality, report
 
+# Bump when the report's rules change: the UI then shows which days older code computed.
+CODE_VERSION = "report-2"
 # SPEC.md §4: the previous trading day is searched back this many calendar days.
 PREVIOUS_DAY_SEARCH_DAYS = 7
+PREVIEW_ROWS = 10
+COMPUTED, DEFERRED = "computed", "deferred"
 
 
 def previous_days(day: str) -> list[str]:
@@ -32,51 +38,113 @@ def previous_days(day: str) -> list[str]:
     return [(d - dt.timedelta(days=n)).isoformat() for n in range(PREVIOUS_DAY_SEARCH_DAYS, 0, -1)]
 
 
-with warnings.catch_warnings():
-    # allow_nonexistent_upstream_partitions is beta; the first trading day has no D-1.
-    warnings.simplefilter("ignore", BetaWarning)
-    _TRADES_OF_D_AND_PREVIOUS_DAY = AssetDep(
-        "trades",
-        partition_mapping=TimeWindowPartitionMapping(
-            start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
-        ),
-    )
+def _day_and_previous_trading_day(asset: str) -> AssetDep:
+    with warnings.catch_warnings():
+        # allow_nonexistent_upstream_partitions is beta; the first trading day has no D-1.
+        warnings.simplefilter("ignore", BetaWarning)
+        return AssetDep(
+            asset,
+            partition_mapping=TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
+            ),
+        )
 
 
 @asset(
-    deps=[
-        # D's trades and the previous trading day's: in a backfill, D is reported
-        # only after D-1 is loaded (analytical_sensor re-reports D when D-1 changes).
-        _TRADES_OF_D_AND_PREVIOUS_DAY,
-        "quotes",
-    ],
+    # SPEC.md §6: D's report needs D and its previous trading day loaded, and no
+    # more, exactly what the analytical gate checks. In a backfill D is reported
+    # only after D-1 is loaded, and Dagster adds the report of the day after a
+    # range: that one is deferred when its day is not preprocessed yet.
+    deps=[_day_and_previous_trading_day("trades"), _day_and_previous_trading_day("quotes")],
     partitions_def=trading_day_partitions,
     group_name="analytical",
     kinds=SPARK_KINDS,
+    code_version=CODE_VERSION,
+    check_specs=checks.specs_for("eod_quote_report"),
     description="One row per loaded quote of the day with the latest trade price, its 30-minute "
     "moving average and the bid/ask move from the previous trading day's close (SPEC.md §4).",
 )
 def eod_quote_report(
     context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, tracker: TrackerResource
-) -> MaterializeResult:
+):
     day = context.partition_key
+    preprocessing = tracker.get_status(job_id(PREPROCESSING, day))
+    if preprocessing != SUCCESS and added_beyond_backfill(context, day):
+        yield from _deferred(context, tracker, day, preprocessing)
+        return
     landed = lambda d: lake.has_landing_files(d, lambda: spark.spark_session)  # noqa: E731
-    with tracked_step(context, tracker, ANALYTICAL, has_landing_files=landed):
-        session = spark.spark_session
-        trades = lake.read_day(session, "trades", day, schemas.TRADES)
-        quotes = lake.read_day(session, "quotes", day, schemas.QUOTES)
-        recent = lake.read_days(session, "trades", previous_days(day), schemas.TRADES)
-        previous = report.previous_trading_day_trades(recent)
-        rows = report.eod_quote_report(trades, quotes, previous, day)
-        path = lake.write_day(session, rows, "eod_quote_report", day)
-        row_count = session.read.parquet(path).count()  # from Parquet footers
-        previous_day = recent.agg(F.max("trade_dt")).first()[0]  # one value
+    yield from tracked_results(
+        context, tracker, ANALYTICAL, lambda: _report(context, spark.spark_session, lake), has_landing_files=landed
+    )
+
+
+def _deferred(context: AssetExecutionContext, tracker: TrackerResource, day: str, preprocessing: str | None):
+    """The report of the day after a backfilled range, whose day is not preprocessed yet.
+
+    Nothing is computed or written: the lake keeps whatever version it had. The
+    materialization says `deferred`, so the backfill succeeds; analytical_sensor
+    requests the real report once preprocessing of the day is `success`. A report
+    the tracker held as `success` is now stale (its previous close changed)."""
+    reason = (
+        f"{job_id(PREPROCESSING, day)} is {preprocessing or 'not run'}: the report of {day} waits for it; "
+        f"analytical_sensor runs it once preprocessing of {day} is success"
+    )
+    if tracker.mark_stale(job_id(ANALYTICAL, day), f"stale: previous close changed; {reason}"):
+        context.log.warning(f"{job_id(ANALYTICAL, day)}: stale, marked failed until it is re-run")
+    context.log.warning(f"eod_quote_report {day} deferred: {reason}")
+    yield MaterializeResult(metadata={"status": MetadataValue.text(DEFERRED), "reason": MetadataValue.text(reason)})
+    # Every check's result is required; there is no new report to check.
+    for spec in checks.specs_for("eod_quote_report"):
+        yield AssetCheckResult(
+            check_name=spec.name,
+            passed=True,
+            description=f"not evaluated: the report of {day} is deferred",
+            metadata={"status": DEFERRED},
+        )
+
+
+def _report(context: AssetExecutionContext, session, lake: LakeResource):
+    day = context.partition_key
+    trades = lake.read_day(session, "trades", day, schemas.TRADES)
+    quotes = lake.read_day(session, "quotes", day, schemas.QUOTES)
+    recent = lake.read_days(session, "trades", previous_days(day), schemas.TRADES)
+    previous = report.previous_trading_day_trades(recent)
+    staged = lake.stage(session, report.eod_quote_report(trades, quotes, previous, day), "eod_quote_report", day)
+    try:
+        written = session.read.schema(schemas.EOD_QUOTE_REPORT).parquet(staged.path)
+        coverage = quality.quote_coverage(written, quotes).first()
+        one_row_per_quote = checks.require(
+            checks.one_row_per_quote(
+                coverage["report_rows"], coverage["quotes"], coverage["mismatched_keys"], coverage["example"]
+            ),
+            day,
+        )
+        path = lake.commit(session, staged)
+    except BaseException:
+        lake.discard(session, staged)
+        raise
+    rows = session.read.schema(schemas.EOD_QUOTE_REPORT).parquet(path)
+    previous_day = recent.agg(F.max("trade_dt")).first()[0]  # one value
+    no_close = quality.pairs_without_close(rows, previous).first()
+    close_pr_present = checks.close_pr_present(
+        previous_day and previous_day.isoformat(), no_close["pairs"], no_close["example"]
+    )
+    if not close_pr_present.passed:
+        context.log.warning(f"{day}: check close_pr_present: {close_pr_present.description}")
+    row_count = coverage["report_rows"]
     context.log.info(f"eod_quote_report {day}: {row_count} rows; previous trading day {previous_day}")
-    return MaterializeResult(
+    preview = rows.drop("trade_dt").head(PREVIEW_ROWS)  # `trade_dt` is the folder, not a column
+    yield MaterializeResult(
         metadata=dataset_metadata(
             path,
             row_count,
             schemas.EOD_QUOTE_REPORT,
+            status=MetadataValue.text(COMPUTED),
             previous_trading_day=MetadataValue.text(str(previous_day) if previous_day else "none"),
+            preview=MetadataValue.md(
+                markdown_table(schemas.EOD_QUOTE_REPORT.fieldNames(), [[day, *r] for r in preview])
+            ),
         )
     )
+    yield one_row_per_quote.result()
+    yield close_pr_present.result()

@@ -1,9 +1,15 @@
-"""What every Spark asset reports to the UI on each materialization."""
+"""What every Spark asset shares: its kinds, what a materialization reports, how a step ends."""
 
-from typing import Any
+from __future__ import annotations
 
-from dagster import MetadataValue, TableColumn, TableSchema
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from dagster import AssetExecutionContext, Failure, MetadataValue, TableColumn, TableSchema
 from pyspark.sql import types as T
+
+from capstone_assets.checks import BlockingCheckFailed
+from capstone_assets.resources import TrackerResource
+from capstone_assets.tracking import tracked_step
 
 SPARK_KINDS = {"spark"}
 
@@ -23,3 +29,31 @@ def dataset_metadata(path: str, row_count: int, schema: T.StructType, **extra: A
         "path": MetadataValue.path(path),
         **extra,
     }
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    def cell(value: Any) -> str:
+        text = "" if value is None else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def tracked_results(
+    context: AssetExecutionContext, tracker: TrackerResource, workflow: str, compute: Callable[[], Iterable], **gate
+) -> Iterator:
+    """Runs a step's work under the tracker and yields its results once it has finished.
+
+    When a blocking check fails, the step yields that check's failed result (so the
+    UI shows it for the day) and then fails; the tracker has recorded `failed`
+    with the check's name."""
+    try:
+        with tracked_step(context, tracker, workflow, **gate):
+            results = list(compute())
+    except BlockingCheckFailed as failed:
+        context.log.error(str(failed))
+        yield failed.outcome.result()
+        raise Failure(description=str(failed), allow_retries=False) from None
+    yield from results

@@ -5,22 +5,25 @@ exchange, before the staged outputs are swapped in: a day that breaks it fails
 and leaves the previous version of its data.
 """
 
+import datetime as dt
 from functools import reduce
 
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 from dagster_pyspark import LazyPySparkResource
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from capstone_assets import schemas
-from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata
+from capstone_assets import checks, schemas
+from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata, markdown_table, tracked_results
 from capstone_assets.jobs import PREPROCESSING
-from capstone_assets.partitions import trading_day_partitions
-from capstone_assets.resources import LakeResource, TrackerResource
+from capstone_assets.partitions import previous_trading_day, trading_day_partitions
+from capstone_assets.resources import LakeResource, QualityResource, TrackerResource
 from capstone_assets.resources.lake import StagedDay, landing_exchange
-from capstone_assets.tracking import tracked_step
-from capstone_assets.transforms import parsing
+from capstone_assets.transforms import parsing, quality
+
+# Bump when the parsing or the outputs change: the UI then shows which days older code computed.
+CODE_VERSION = "ingestion-2"
 
 OUTPUTS = {
     "raw_trades": (parsing.select_trades, schemas.RAW_TRADES, "trades"),
@@ -37,10 +40,9 @@ DESCRIPTIONS = {
 
 
 COUNTED = ("lines", "trades", "quotes", "rejects")
-
-
-class IngestionIdentityError(Exception):
-    """Lines read != trades + quotes + rejects: something was lost or duplicated."""
+# A day's summary lists the busiest symbols; the rest are counted in the totals.
+SUMMARY_SYMBOLS = 50
+REJECT_PREVIEW_LINES = 5
 
 
 def read_landing_lines(spark: SparkSession, lake: LakeResource, day: str, log) -> tuple[DataFrame, int]:
@@ -61,42 +63,68 @@ def read_landing_lines(spark: SparkSession, lake: LakeResource, day: str, log) -
     return parsing.clean_lines(reduce(DataFrame.unionByName, frames)), files.count
 
 
-def exchange_counts(
-    spark: SparkSession, lines: DataFrame, staged: dict[str, StagedDay]
-) -> dict[str, dict[str, int]]:
-    """Per landing exchange: lines read and each staged output's rows, in one Spark job.
+def summarize(spark: SparkSession, lines: DataFrame, staged: dict[str, StagedDay]) -> list[Row]:
+    """Per exchange: lines read, trades and quotes by symbol, rejects by reason, in one Spark job.
 
     The lines are counted from the landing files themselves (a second, parser-free
     read), the outputs from what was written: the identity checks both ends."""
-    counted = [parsing.rows_by_source_file(lines, "lines")] + [
-        parsing.rows_by_source_file(
-            spark.read.schema(OUTPUTS[asset][1]).parquet(staged_day.path), OUTPUTS[asset][2]
-        )
-        for asset, staged_day in staged.items()
-    ]
-    per_exchange: dict[str, dict[str, int]] = {}
-    for row in reduce(DataFrame.unionByName, counted).collect():  # one row per file and dataset
-        counts = per_exchange.setdefault(landing_exchange(row["source_file"]), dict.fromkeys(COUNTED, 0))
-        counts[row["dataset"]] += row["rows"]
-    return dict(sorted(per_exchange.items()))
+    written = {asset: spark.read.schema(OUTPUTS[asset][1]).parquet(s.path) for asset, s in staged.items()}
+    summary = quality.exchange_summary(
+        lines, written["raw_trades"], written["raw_quotes"], written["raw_rejects"]
+    )
+    return summary.collect()  # one row per exchange and symbol or reason
+
+
+def per_exchange_counts(summary: list[Row]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for row in summary:
+        counts.setdefault(row["exchange"], dict.fromkeys(COUNTED, 0))[row["dataset"]] += row["rows"]
+    return dict(sorted(counts.items()))
+
+
+def summary_markdown(summary: list[Row]) -> str:
+    """Trades and quotes per exchange and symbol (the busiest first), then rejects by reason."""
+    by_symbol: dict[tuple[str, str], dict[str, int]] = {}
+    for row in summary:
+        if row["dataset"] in ("trades", "quotes"):
+            by_symbol.setdefault((row["exchange"], row["symbol"]), {"trades": 0, "quotes": 0})[
+                row["dataset"]
+            ] += row["rows"]
+    busiest = sorted(by_symbol.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    symbols = markdown_table(
+        ["exchange", "symbol", "trades", "quotes"],
+        [(ex, sym, c["trades"], c["quotes"]) for (ex, sym), c in busiest[:SUMMARY_SYMBOLS]],
+    )
+    rejects = markdown_table(
+        ["exchange", "reason", "rejects"],
+        sorted((r["exchange"], r["reason"], r["rows"]) for r in summary if r["dataset"] == "rejects"),
+    )
+    shown = f" ({SUMMARY_SYMBOLS} busiest of {len(busiest)})" if len(busiest) > SUMMARY_SYMBOLS else ""
+    return f"**Trades and quotes by exchange and symbol{shown}**\n\n{symbols}\n\n**Rejects by reason**\n\n{rejects}"
 
 
 @multi_asset(
     specs=[
-        AssetSpec(name, description=DESCRIPTIONS[name], group_name="preprocessing", kinds=SPARK_KINDS)
+        AssetSpec(name, description=DESCRIPTIONS[name], group_name="preprocessing", kinds=SPARK_KINDS,
+                  code_version=CODE_VERSION)
         for name in OUTPUTS
     ],
+    check_specs=checks.specs_for("raw_rejects"),
     partitions_def=trading_day_partitions,
-)
+)  # fmt: skip
 def ingestion(
-    context: AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, tracker: TrackerResource
+    context: AssetExecutionContext,
+    spark: LazyPySparkResource,
+    lake: LakeResource,
+    tracker: TrackerResource,
+    quality: QualityResource,
 ):
-    with tracked_step(context, tracker, PREPROCESSING):
-        results = list(_ingest(context, spark.spark_session, lake))
-    yield from results
+    yield from tracked_results(
+        context, tracker, PREPROCESSING, lambda: _ingest(context, spark.spark_session, lake, quality)
+    )
 
 
-def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeResource):
+def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeResource, quality: QualityResource):
     day = context.partition_key
     lines, file_count = read_landing_lines(session, lake, day, context.log)
     # Each line is read and parsed once: the three outputs are written from this
@@ -107,13 +135,9 @@ def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeRes
         for asset, (select, _, _) in OUTPUTS.items():
             staged[asset] = lake.stage(session, select(parsed), asset, day)
             context.log.info(f"{day}: {asset} written to staging")
-        per_exchange = exchange_counts(session, lines, staged)
-        totals = {k: sum(c[k] for c in per_exchange.values()) for k in COUNTED}
-        unbalanced = {
-            ex: c for ex, c in per_exchange.items() if c["lines"] != c["trades"] + c["quotes"] + c["rejects"]
-        }
-        if unbalanced:
-            raise IngestionIdentityError(f"{day}: lines read != trades + quotes + rejects for {unbalanced}")
+        summary = summarize(session, lines, staged)
+        per_exchange = per_exchange_counts(summary)
+        identity = checks.require(checks.lines_accounted_for(per_exchange), day)
         paths = {asset: lake.commit(session, staged_day) for asset, staged_day in staged.items()}
     except BaseException:
         for staged_day in staged.values():
@@ -121,20 +145,40 @@ def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeRes
         raise
     finally:
         parsed.unpersist()
+    context.log.info(f"{day}: {file_count} files; {identity.description}")
 
-    identity = (
-        f"lines read {totals['lines']} = trades {totals['trades']} + quotes {totals['quotes']}"
-        f" + rejects {totals['rejects']}"
-    )
-    context.log.info(f"{day}: {file_count} files; {identity}")
+    previous_day = previous_trading_day(dt.date.fromisoformat(day)).isoformat()
+    previous_exchanges = {landing_exchange(p) for p in lake.landing_files(session, previous_day).paths}
+    outcomes = [
+        identity,
+        checks.reject_rate(per_exchange, quality.reject_rate_threshold),
+        checks.landing_files_present(day, file_count, lake.landing_root),
+        checks.exchanges_delivered(previous_day, previous_exchanges, set(per_exchange)),
+    ]
+    for outcome in outcomes[1:]:
+        if not outcome.passed:
+            context.log.warning(f"{day}: check {outcome.check}: {outcome.description}")
+
+    totals = identity.metadata
     shared = {
         "landing_files": MetadataValue.int(file_count),
         "lines_read": MetadataValue.int(totals["lines"]),
-        "identity": MetadataValue.text(identity),
+        "identity": MetadataValue.text(identity.description),
         "per_exchange": MetadataValue.json(per_exchange),
+        "summary": MetadataValue.md(summary_markdown(summary)),
     }
+    first_rejects = session.read.parquet(paths["raw_rejects"]).head(REJECT_PREVIEW_LINES)
+    rejects_only = {
+        "rejects_path": MetadataValue.path(paths["raw_rejects"]),
+        "first_rejects": MetadataValue.md(
+            markdown_table(["reason", "source_file", "line"],
+                           [(r["reason"], r["source_file"], r["line"]) for r in first_rejects])
+        ),
+    }  # fmt: skip
     for asset, (_, schema, count_name) in OUTPUTS.items():
+        extra = {**shared, **(rejects_only if asset == "raw_rejects" else {})}
         yield MaterializeResult(
-            asset_key=asset,
-            metadata=dataset_metadata(paths[asset], totals[count_name], schema, **shared),
+            asset_key=asset, metadata=dataset_metadata(paths[asset], totals[count_name], schema, **extra)
         )
+    for outcome in outcomes:
+        yield outcome.result()

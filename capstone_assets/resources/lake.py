@@ -60,8 +60,12 @@ class LandingFiles:
     skipped: list[str] = field(default_factory=list)
 
     @property
+    def paths(self) -> list[str]:
+        return [path for paths in self.by_format.values() for path in paths]
+
+    @property
     def count(self) -> int:
-        return sum(len(paths) for paths in self.by_format.values())
+        return len(self.paths)
 
 
 @dataclass(frozen=True)

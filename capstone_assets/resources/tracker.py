@@ -319,6 +319,16 @@ class TrackerResource(ConfigurableResource):
             ).rowcount
         return changed == 1
 
+    def mark_stale(self, job: str, reason: str) -> bool:
+        """Turns a `success` row `failed` because its inputs changed; a running or failed row is left."""
+        with self._transaction() as (conn, table):
+            changed = conn.execute(
+                sa.update(table)
+                .where(table.c.job_id == job, table.c.status == SUCCESS)
+                .values(status=FAILED, error=reason, updated_time=utcnow())
+            ).rowcount
+        return changed == 1
+
     def release(self, job: str, reason: str) -> JobRecord:
         """Releases a stuck claim by hand; refuses a live one."""
         record = self.get_job(job)
