@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 # make run and make dev keep Dagster's own records in a local SQLite instance.
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 
-.PHONY: install run dev test lock clean local-instance
+.PHONY: install run dev test lock audit clean local-instance
 
 install: $(STAMP)
 
@@ -30,10 +30,12 @@ run: install local-instance
 	@if [ -z "$$CAPSTONE_LANDING_ROOT" ]; then $(BIN)/capstone-demo; fi
 	$(BIN)/python -m capstone_assets.run
 
-# The Dagster UI (and the daemon for schedules and sensors) on the same setup.
+# The Dagster UI (and the daemon for schedules and sensors) on the same setup. The UI has
+# no login: it listens on this machine only (README, Production: how to expose it).
 dev: install local-instance
 	@if [ -z "$$CAPSTONE_LANDING_ROOT" ] && [ ! -d var/landing ]; then $(BIN)/capstone-demo; fi
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/capstone-jobs check-config
+	$(BIN)/dagster dev -h 127.0.0.1 -w workspace.yaml
 
 test: install
 	$(BIN)/python -m pytest
@@ -42,6 +44,13 @@ test: install
 lock:
 	$(BIN)/pip install --quiet pip-tools
 	$(BIN)/pip-compile --quiet --extra test --strip-extras --output-file requirements.lock pyproject.toml
+
+# Every pinned dependency against known advisories (pip-audit, in a venv of its own; needs
+# the PyPI advisory API). --strict: a package it cannot look up fails the audit, not passes it.
+AUDIT_VENV := var/audit-venv
+audit:
+	test -x $(AUDIT_VENV)/bin/pip-audit || { $(PYTHON) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet pip-audit; }
+	$(AUDIT_VENV)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements.lock
 
 clean:
 	rm -rf var .pytest_cache

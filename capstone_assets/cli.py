@@ -5,7 +5,10 @@ capstone-jobs show JOB_ID
 capstone-jobs status JOB_ID          # the status word, for scripts
 capstone-jobs release JOB_ID [--yes] # a stuck claim; never a live run
 capstone-jobs last-trading-day
-capstone-jobs check-day DAY          # exit 2 unless DAY is a trading day
+capstone-jobs check-day DAY          # exit 2 unless DAY is a trading day with a partition
+capstone-jobs check-config           # exit 2 on a malformed setting or an unreachable Spark master
+
+Every refusal is one line on stderr that says what to fix.
 """
 
 from __future__ import annotations
@@ -15,15 +18,45 @@ import datetime as dt
 import getpass
 import sys
 
+import sqlalchemy as sa
+
 from capstone_assets import settings
-from capstone_assets.partitions import is_trading_day, last_completed_trading_day, parse_day
-from capstone_assets.resources.tracker import JobRecord, JobRefused, TrackerResource, utcnow
+from capstone_assets.partitions import (
+    is_trading_day,
+    last_completed_trading_day,
+    parse_day,
+    trading_day_partitions,
+)
+from capstone_assets.resources.spark import SparkMasterUnreachable, check_master
+from capstone_assets.resources.tracker import JobRecord, JobRefused, TrackerResource, redacted, utcnow
 
 
 def tracker_from_env() -> TrackerResource:
     return TrackerResource(
         url=settings.value("CAPSTONE_TRACKER_URL"), table=settings.value("CAPSTONE_TRACKER_TABLE")
     )
+
+
+def partition_day(text: str, trading: bool = True) -> dt.date:
+    """`text` as a day of the partitions (a trading day, unless `trading` is off: the ends of a
+    range), or ValueError with one sentence that says what to fix."""
+    day = parse_day(text)
+    first = dt.date.fromisoformat(trading_day_partitions.get_first_partition_key())
+    last = dt.date.fromisoformat(trading_day_partitions.get_last_partition_key())
+    if day < first:
+        raise ValueError(
+            f"{day} is before the first trading-day partition, {first}: pick a day from {first} on"
+        )
+    if day > last:
+        raise ValueError(
+            f"{day} is after the last trading-day partition, {last} (a day's partition exists from "
+            f"midnight New York that day): pick a day up to {last}"
+        )
+    if trading and not is_trading_day(day):
+        raise ValueError(
+            f"{day} is not a trading day (weekend or NYSE holiday): pick a weekday the NYSE was open"
+        )
+    return day
 
 
 def _fmt(value) -> str:
@@ -103,14 +136,13 @@ def _cmd_last_trading_day(args, tracker) -> int:
 
 
 def _cmd_check_day(args, tracker) -> int:
-    try:
-        day = parse_day(args.day)
-    except ValueError as error:
-        print(str(error), file=sys.stderr)
-        return 2
-    if not is_trading_day(day):
-        print(f"{day} is not a trading day (weekend or NYSE holiday)", file=sys.stderr)
-        return 2
+    partition_day(args.day)
+    return 0
+
+
+def _cmd_check_config(args, tracker) -> int:
+    settings.check()
+    check_master(settings.value("SPARK_MASTER"))
     return 0
 
 
@@ -129,18 +161,28 @@ def main(argv: list[str] | None = None) -> int:
     release.add_argument("job_id")
     release.add_argument("--yes", action="store_true", help="do not ask")
     sub.add_parser("last-trading-day", help="the latest trading day whose 17:00 New York has passed")
-    sub.add_parser("check-day", help="exit 2 unless DAY is a trading day").add_argument("day")
+    sub.add_parser("check-day", help="exit 2 unless DAY is a trading day with a partition").add_argument(
+        "day"
+    )
+    sub.add_parser("check-config", help="exit 2 on a malformed setting or an unreachable Spark master")
     args = parser.parse_args(argv)
     handlers = {
         "list": _cmd_list, "show": _cmd_show, "status": _cmd_status, "release": _cmd_release,
         "last-trading-day": _cmd_last_trading_day, "check-day": _cmd_check_day,
+        "check-config": _cmd_check_config,
     }  # fmt: skip
     needs_tracker = args.command in ("list", "show", "status", "release")
     try:
         return handlers[args.command](args, tracker_from_env() if needs_tracker else None)
-    except ValueError as error:
+    except (ValueError, SparkMasterUnreachable) as error:
         print(f"capstone-jobs: {error}", file=sys.stderr)
         return 2
+    except sa.exc.SQLAlchemyError as error:
+        # Its message holds the driver's first line, never the URL; the URL is shown without password.
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        url = redacted(settings.value("CAPSTONE_TRACKER_URL"))
+        print(f"capstone-jobs: the tracker database {url} failed: {reason}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

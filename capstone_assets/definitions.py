@@ -5,6 +5,7 @@ from dagster import Definitions, in_process_executor
 from capstone_assets import alerts, assets, freshness, jobs, schedules, sensors, settings
 from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
 
+settings.check()  # a malformed setting stops the load here, with one sentence naming it
 report_freshness = freshness.report_freshness(settings.value("CAPSTONE_REPORT_DEADLINE"))
 
 defs = Definitions(

@@ -1,127 +1,52 @@
 """Trading-day partitions shared by every asset.
 
-One partition per NYSE trading day, in New York time: weekends and the
-holidays below are not partitions, so the "previous partition" of a day is its
-previous trading day. `end_offset=1` makes today's partition exist from the
+One partition per NYSE trading day, in New York time: weekends and the NYSE's
+full-day closures are not partitions, so the "previous partition" of a day is
+its previous trading day. `end_offset=1` makes today's partition exist from the
 start of the trading day (midnight New York), so the 17:00 schedule and the
-landing sensor can target it.
+landing sensor can target it. (On a closure, Dagster's exclusions drop that
+day's window, so the next trading day's partition is there from the closure's
+midnight.)
+
+The closures come from the NYSE calendar of the `holidays` package: rules for
+the regular holidays (any year to 2100) plus the one-off closures the package
+has recorded (2025-01-09, a national day of mourning). Early closes (13:00)
+are trading days. Nothing is downloaded: the data ships with the package, and
+a new one-off closure arrives with a new release of it.
+
+`is_trading_day` asks the calendar for any date. The partitions need their
+closures as a list, so they exclude those from START_DATE through the end of
+the year CALENDAR_HORIZON_YEARS after the current one, computed when this
+module is imported. Past that horizon a closure would be a partition; since
+every process (code server, daemon, run worker) recomputes it on start, a
+process would have to run for years unrestarted to reach it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from dagster import TimeWindowPartitionsDefinition
+from holidays.constants import PUBLIC
+from holidays.financial.ny_stock_exchange import NewYorkStockExchange
 
 EXCHANGE_TZ = ZoneInfo("America/New_York")
 START_DATE = "2020-01-01"
+CALENDAR_HORIZON_YEARS = 5
+CALENDAR_HORIZON_END = dt.date(dt.datetime.now(tz=EXCHANGE_TZ).year + CALENDAR_HORIZON_YEARS, 12, 31)
 
-# Full-day NYSE closures. To extend: add the ISO date; nothing else changes.
-# Early closes (13:00) are trading days and are not listed.
-NYSE_HOLIDAYS: tuple[str, ...] = (
-    # 2020
-    "2020-01-01",
-    "2020-01-20",
-    "2020-02-17",
-    "2020-04-10",
-    "2020-05-25",
-    "2020-07-03",
-    "2020-09-07",
-    "2020-11-26",
-    "2020-12-25",
-    # 2021
-    "2021-01-01",
-    "2021-01-18",
-    "2021-02-15",
-    "2021-04-02",
-    "2021-05-31",
-    "2021-07-05",
-    "2021-09-06",
-    "2021-11-25",
-    "2021-12-24",
-    # 2022
-    "2022-01-17",
-    "2022-02-21",
-    "2022-04-15",
-    "2022-05-30",
-    "2022-06-20",
-    "2022-07-04",
-    "2022-09-05",
-    "2022-11-24",
-    "2022-12-26",
-    # 2023
-    "2023-01-02",
-    "2023-01-16",
-    "2023-02-20",
-    "2023-04-07",
-    "2023-05-29",
-    "2023-06-19",
-    "2023-07-04",
-    "2023-09-04",
-    "2023-11-23",
-    "2023-12-25",
-    # 2024
-    "2024-01-01",
-    "2024-01-15",
-    "2024-02-19",
-    "2024-03-29",
-    "2024-05-27",
-    "2024-06-19",
-    "2024-07-04",
-    "2024-09-02",
-    "2024-11-28",
-    "2024-12-25",
-    # 2025 (01-09: national day of mourning)
-    "2025-01-01",
-    "2025-01-09",
-    "2025-01-20",
-    "2025-02-17",
-    "2025-04-18",
-    "2025-05-26",
-    "2025-06-19",
-    "2025-07-04",
-    "2025-09-01",
-    "2025-11-27",
-    "2025-12-25",
-    # 2026
-    "2026-01-01",
-    "2026-01-19",
-    "2026-02-16",
-    "2026-04-03",
-    "2026-05-25",
-    "2026-06-19",
-    "2026-07-03",
-    "2026-09-07",
-    "2026-11-26",
-    "2026-12-25",
-    # 2027
-    "2027-01-01",
-    "2027-01-18",
-    "2027-02-15",
-    "2027-03-26",
-    "2027-05-31",
-    "2027-06-18",
-    "2027-07-05",
-    "2027-09-06",
-    "2027-11-25",
-    "2027-12-24",
-)
 
-_HOLIDAY_DATES = frozenset(dt.date.fromisoformat(d) for d in NYSE_HOLIDAYS)
-
-trading_day_partitions = TimeWindowPartitionsDefinition(
-    cron_schedule="0 0 * * 1-5",
-    start=START_DATE,
-    timezone=str(EXCHANGE_TZ),
-    fmt="%Y-%m-%d",
-    end_offset=1,
-    exclusions=[dt.datetime.combine(day, dt.time(), tzinfo=EXCHANGE_TZ) for day in sorted(_HOLIDAY_DATES)],
-)
+@lru_cache(maxsize=None)
+def _closures(year: int) -> frozenset[dt.date]:
+    """The NYSE's full-day closures on weekdays of `year` (the `public` category: no early closes)."""
+    closed = NewYorkStockExchange(years=year, categories=(PUBLIC,))
+    return frozenset(day for day in closed if day.weekday() < 5)
 
 
 def is_trading_day(day: dt.date) -> bool:
-    return day.weekday() < 5 and day not in _HOLIDAY_DATES
+    return day.weekday() < 5 and day not in _closures(day.year)
 
 
 def previous_trading_day(day: dt.date) -> dt.date:
@@ -129,6 +54,22 @@ def previous_trading_day(day: dt.date) -> dt.date:
     while not is_trading_day(candidate):
         candidate -= dt.timedelta(days=1)
     return candidate
+
+
+def _excluded_days() -> list[dt.datetime]:
+    years = range(dt.date.fromisoformat(START_DATE).year, CALENDAR_HORIZON_END.year + 1)
+    days = sorted(day for year in years for day in _closures(year))
+    return [dt.datetime.combine(day, dt.time(), tzinfo=EXCHANGE_TZ) for day in days]
+
+
+trading_day_partitions = TimeWindowPartitionsDefinition(
+    cron_schedule="0 0 * * 1-5",
+    start=START_DATE,
+    timezone=str(EXCHANGE_TZ),
+    fmt="%Y-%m-%d",
+    end_offset=1,
+    exclusions=_excluded_days(),
+)
 
 
 def last_completed_trading_day(now: dt.datetime | None = None, close: dt.time = dt.time(17)) -> dt.date:

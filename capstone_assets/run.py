@@ -3,9 +3,11 @@
     python -m capstone_assets.run [DAY ...]
     python -m capstone_assets.run --from 2020-08-05 --to 2020-08-11
 
-Without days, every trading day with landing files under the landing root;
-with `--from`/`--to`, every trading day in that range; always in date order,
-so each day's report runs after its previous trading day is loaded.
+Without days, every trading day with landing files under the landing root
+(any root Spark reads, listed as ingestion lists it; files dated on a weekend
+or holiday are named and left out); with `--from`/`--to`, every trading day in
+that range; always in date order, so each day's report runs after its previous
+trading day is loaded.
 
 The jobs run in this one process against the Dagster instance in `DAGSTER_HOME`
 (the runs show in the UI afterwards) and share one Spark session, so the JVM
@@ -17,29 +19,39 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from pathlib import Path
 
 from dagster import DagsterInstance
+from dagster_pyspark.resources import spark_session_from_config
+from pyspark.sql import SparkSession
 
 from capstone_assets import settings
-from capstone_assets.definitions import defs
-from capstone_assets.partitions import is_trading_day, parse_day
-from capstone_assets.resources.lake import FORMATS, absolute, is_url
+from capstone_assets.cli import partition_day
+from capstone_assets.partitions import is_trading_day
+from capstone_assets.resources.lake import absolute
+from capstone_assets.resources.landing import LandingZone
+from capstone_assets.resources.spark import SparkMasterUnreachable, check_master, spark_config
 
 # INFO, not Dagster's DEBUG event stream: the steps' own progress lines stay readable.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def landed_days(landing_root: str) -> list[str]:
-    days = set()
-    for fmt in FORMATS:
-        for folder in Path(landing_root, fmt).glob("????-??-??"):
-            if any(p.is_file() for p in folder.glob("*/*")):
-                days.add(folder.name)
-    return sorted(d for d in days if is_trading_day(dt.date.fromisoformat(d)))
+def landed_days(landing_root: str, spark: SparkSession) -> list[str]:
+    """The trading days with data files, as ingestion lists them."""
+    days = LandingZone(spark, landing_root).listing().days()
+    for day in days:
+        if not is_trading_day(dt.date.fromisoformat(day)):
+            print(f"Landing files for {day} are ignored: it is not a trading day", file=sys.stderr)
+    return [day for day in days if is_trading_day(dt.date.fromisoformat(day))]
+
+
+def spark_session() -> SparkSession:
+    """The session the jobs' `spark` resource would start: created here first, they reuse it."""
+    return spark_session_from_config(spark_config(settings.value("SPARK_MASTER")))
 
 
 def run_days(days: list[str], instance: DagsterInstance) -> bool:
+    from capstone_assets.definitions import defs  # after main's settings.check()
+
     for day in days:
         for job_name in ("preprocessing_job", "analytical_job"):
             print(f"==> {job_name} {day}", flush=True)
@@ -55,8 +67,6 @@ def run_days(days: list[str], instance: DagsterInstance) -> bool:
 
 
 def show_report(days: list[str]) -> None:
-    from pyspark.sql import SparkSession
-
     lake_root = absolute(settings.value("CAPSTONE_LAKE_ROOT"))
     spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
     report_root = f"{lake_root}/eod_quote_report"
@@ -81,26 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="first", metavar="DAY", help="first day of a range")
     parser.add_argument("--to", dest="last", metavar="DAY", help="last day of a range (default: --from)")
     args = parser.parse_args(argv)
-    landing_root = absolute(settings.value("CAPSTONE_LANDING_ROOT"))
     try:
-        named = [parse_day(d) for d in args.days]
+        settings.check()
+        check_master(settings.value("SPARK_MASTER"))
+    except (settings.ConfigError, SparkMasterUnreachable) as error:
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 2
+    try:
+        named = [partition_day(d) for d in args.days]
         first, last = (
-            (parse_day(args.first), parse_day(args.last or args.first)) if args.first else (None, None)
+            (partition_day(args.first, trading=False), partition_day(args.last or args.first, trading=False))
+            if args.first
+            else (None, None)
         )
     except ValueError as error:
         parser.error(str(error))
-    not_trading = [d.isoformat() for d in named if not is_trading_day(d)]
-    if not_trading:
-        parser.error(f"not trading days (weekend or NYSE holiday): {', '.join(not_trading)}")
+    landing_root = absolute(settings.value("CAPSTONE_LANDING_ROOT"))
     if first:
         span = (first + dt.timedelta(days=n) for n in range((last - first).days + 1))
         named += [d for d in span if is_trading_day(d)]
     if named:
         days = sorted({d.isoformat() for d in named})
-    elif is_url(landing_root):
-        parser.error(f"name the days to run: the landing root {landing_root} is not a local folder")
     else:
-        days = landed_days(landing_root)
+        days = landed_days(landing_root, spark_session())
     if not days:
         print(f"No landing files under {landing_root}: nothing to run", file=sys.stderr)
         return 1

@@ -1,4 +1,8 @@
-"""Preprocessing at the course's end-of-day time, 17:00 New York, on trading days."""
+"""Preprocessing at the course's end-of-day time, 17:00 New York, on trading days.
+
+The cron fires on weekdays; the NYSE calendar (`partitions.is_trading_day`)
+skips the closures among them.
+"""
 
 from dagster import RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
@@ -15,5 +19,5 @@ from capstone_assets.partitions import EXCHANGE_TZ, is_trading_day
 def preprocessing_schedule(context: ScheduleEvaluationContext):
     day = context.scheduled_execution_time.astimezone(EXCHANGE_TZ).date()
     if not is_trading_day(day):
-        return SkipReason(f"{day} is an NYSE holiday")
+        return SkipReason(f"{day} is not a trading day: the NYSE is closed")
     return RunRequest(run_key=f"preprocessing:{day}", partition_key=day.isoformat())

@@ -82,8 +82,8 @@ BY_DATASET = {
 
 # Every JSON field is read as a string so that SPEC.md's grammar decides, not
 # Spark's coercion (`from_json` with numeric types nulls a quoted number). The
-# record is nested under `record` because the parser wraps each line in an
-# outer object to catch trailing content after the line's own object.
+# parser reads each line as the value of `record` in an outer object, so a line
+# with a key `_corrupt_record` is still read as data.
 JSON_FIELDS = (
     "trade_dt",
     "file_tm",

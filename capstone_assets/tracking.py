@@ -7,10 +7,21 @@ hooks, so each asset step goes through `tracked_step`:
   steps of the same run pass through), and the analytical workflow checks its
   gate: preprocessing `success` for the day and for its previous trading day
   when that day has landing files;
-* a failing step records `failed` with the error text and re-raises;
-* the run's last step of the workflow records `success` only if every asset
-  of the workflow for the day is now up to date with the day's latest
-  ingestion; otherwise `failed`, naming what is out of date.
+* the claim is the run's until the run ends: a failing step notes its error and
+  re-raises, but the day stays held while the run's other steps go on (Dagster
+  runs the steps that do not depend on the failed one);
+* the run's last step of the workflow (the last that will run: Dagster skips the
+  steps downstream of a failed one) ends the claim: `failed` with every failed
+  step's error, or, if none failed, `success` only if every asset of the workflow
+  for the day is now up to date with the day's latest ingestion; otherwise
+  `failed`, naming what is out of date. A step stopped (from the UI, by a signal)
+  ends it at once: the run does not go on. A run that ends without a step to say so
+  (stopped between steps, crashed) leaves its claim `running`: the next claimant
+  takes it over at once when the run has ended in Dagster or its process is dead
+  here, else once its heartbeat lapses;
+* the step writes the lake only under its claim (`Claim.holding`, the lake's
+  commit guard). A run that lost its claim (taken over after its heartbeat
+  lapsed) cannot commit, and its later steps are refused: the run stops.
 """
 
 from __future__ import annotations
@@ -20,13 +31,29 @@ import traceback
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, DagsterEventType, Failure
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
+    Failure,
+)
 from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.storage.tags import BACKFILL_ID_TAG
 
 from capstone_assets.jobs import ANALYTICAL, PREPROCESSING
 from capstone_assets.partitions import previous_trading_day
-from capstone_assets.resources.tracker import FAILED, SUCCESS, JobRefused, TrackerResource, job_id
+from capstone_assets.resources.tracker import (
+    FAILED,
+    SUCCESS,
+    Claim,
+    ClaimLost,
+    JobRefused,
+    TrackerResource,
+    job_id,
+)
 
 WORKFLOW_ASSETS = {
     PREPROCESSING: ("raw_trades", "raw_quotes", "raw_rejects", "trades", "quotes"),
@@ -39,6 +66,8 @@ STEP_OF_ASSET = {
 }  # fmt: skip
 # What each asset must be newer than to be up to date with the day's ingestion.
 UPSTREAM = {"trades": "raw_trades", "quotes": "raw_quotes"}
+# A step that raises one of these is being stopped (from the UI, by a signal): its run does not go on.
+STOPPED = (DagsterExecutionInterruptedError, KeyboardInterrupt, SystemExit)
 
 
 def analytical_gate(
@@ -133,42 +162,116 @@ def out_of_date(context: AssetExecutionContext, workflow: str, day: str, this_st
     return sorted(stale)
 
 
+def _failed_steps(context: AssetExecutionContext) -> set[str]:
+    records = context.instance.get_records_for_run(
+        run_id=context.run.run_id, of_type=DagsterEventType.STEP_FAILURE
+    ).records
+    return {r.event_log_entry.step_key for r in records}
+
+
+def still_to_run(
+    context: AssetExecutionContext, workflow: str, this_step: set[str], failed: bool
+) -> set[str]:
+    """The workflow's assets that later steps of this run will still materialize.
+
+    Not those of steps that failed (this one, if `failed`), nor those downstream of
+    them: Dagster skips those."""
+    failed_steps = _failed_steps(context) | ({context.op_execution_context.op.name} if failed else set())
+    lost = {asset for asset, step in STEP_OF_ASSET.items() if step in failed_steps}
+    lost |= {asset for asset, upstream in UPSTREAM.items() if upstream in lost}
+    return _planned_in_run(context, workflow) - _materialized_in_run(context) - this_step - lost
+
+
+def _error_text(error: BaseException) -> str:
+    """The exception's type and message, without the Java stack frames a Spark error carries."""
+    lines = "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()
+    return "\n".join(line for line in lines if not line.startswith("\tat "))
+
+
+def run_ended(instance: DagsterInstance) -> Callable[[str], bool]:
+    """Whether a Dagster run of this instance has ended (its claim can be taken over at once)."""
+
+    def ended(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and run.is_finished
+
+    return ended
+
+
+def _unrecorded_failures(
+    tracker: TrackerResource, job: str, context: AssetExecutionContext, workflow: str
+) -> str | None:
+    """Steps of the workflow that failed in this run before they could note it (e.g. refused)."""
+    steps = {STEP_OF_ASSET[asset] for asset in WORKFLOW_ASSETS[workflow]} & _failed_steps(context)
+    noted = (tracker.get_job(job).error or "") if steps else ""
+    missing = sorted(step for step in steps if f"{step}: " not in noted)
+    return "; ".join(f"{step}: step failed" for step in missing) or None
+
+
 @contextmanager
 def tracked_step(
     context: AssetExecutionContext,
     tracker: TrackerResource,
     workflow: str,
     has_landing_files: Callable[[str], bool] | None = None,
-) -> Iterator[str]:
-    day = context.partition_key
+) -> Iterator[Claim]:
+    """Runs a step under its run's claim on the workflow and day; yields the Claim, whose
+    `holding` is the lake's commit guard."""
+    day, run_id = context.partition_key, context.run.run_id
     job = job_id(workflow, day)
     try:
         warnings = (
-            analytical_gate(tracker, day, has_landing_files or (lambda _: False)) if workflow == ANALYTICAL else []
+            analytical_gate(tracker, day, has_landing_files or (lambda _: False))
+            if workflow == ANALYTICAL
+            else []
         )
-        tracker.claim(workflow, day, context.run.run_id)
+        tracker.claim(workflow, day, run_id, run_ended=run_ended(context.instance))
     except JobRefused as refusal:
         raise Failure(description=str(refusal), allow_retries=False) from None
-    context.log.info(f"{job}: claimed by run {context.run.run_id}")
+    context.log.info(f"{job}: claimed by run {run_id}")
     for warning in warnings:
         context.log.warning(warning)
     this_step = {key.to_user_string() for key in context.selected_asset_keys}
+    step = context.op_execution_context.op.name
     try:
-        with tracker.heartbeating(job, context.run.run_id):
-            yield job
+        with tracker.heartbeating(job, run_id, on_lost=context.log.error) as claim:
+            yield claim
+            claim.check()  # lost while the step ran: the run stops here
+    except ClaimLost as lost:
+        # The day is another run's now: its row is not touched.
+        context.log.error(str(lost))
+        raise Failure(description=str(lost), allow_retries=False) from None
     except BaseException as error:
-        text = "".join(traceback.format_exception_only(type(error), error)).strip()
-        step = context.op_execution_context.op.name
-        tracker.update_status(job, FAILED, run_id=context.run.run_id, error=f"{step}: {text}"[:4000])
-        context.log.error(f"{job}: failed")
+        text = f"{step}: " + _error_text(error)
+        try:
+            if isinstance(error, STOPPED) or not still_to_run(context, workflow, this_step, failed=True):
+                status = tracker.finish(job, run_id, error=text)
+                context.log.error(f"{job}: {status or 'not held by this run any more'}")
+            elif tracker.note_failure(job, run_id, text):
+                context.log.error(
+                    f"{job}: step {step} failed; the day stays held by run {run_id} until its other "
+                    f"steps of the {workflow} workflow end"
+                )
+        except Exception as unrecorded:  # the step's own error matters more
+            context.log.error(f"{job}: could not record the failure of {step}: {unrecorded}")
         raise
-    remaining = _planned_in_run(context, workflow) - _materialized_in_run(context) - this_step
-    if remaining:
+    if still_to_run(context, workflow, this_step, failed=False):
         return  # a later step of this run finishes the job
     stale = out_of_date(context, workflow, day, this_step)
-    if stale:
-        message = f"incomplete: {', '.join(stale)} not up to date with the latest ingestion of {day}"
-        tracker.update_status(job, FAILED, run_id=context.run.run_id, error=message)
-        context.log.warning(f"{job}: {message}; status failed until they are materialized")
-    elif tracker.update_status(job, SUCCESS, run_id=context.run.run_id):
+    incomplete = (
+        f"incomplete: {', '.join(stale)} not up to date with the latest ingestion of {day}" if stale else None
+    )
+    error = "; ".join(filter(None, (_unrecorded_failures(tracker, job, context, workflow), incomplete)))
+    status = tracker.finish(job, run_id, error=error or None)
+    if status == SUCCESS:
         context.log.info(f"{job}: success")
+    elif status == FAILED:
+        record = tracker.get_job(job)
+        context.log.warning(
+            f"{job}: failed ({record.error if record else error}); status failed until it is re-run"
+        )
+    else:
+        raise Failure(
+            description=f"{job}: run {run_id} lost its claim before it could record the day's status",
+            allow_retries=False,
+        )

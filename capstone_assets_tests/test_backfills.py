@@ -136,7 +136,8 @@ def test_the_day_after_is_preprocessed_its_report_is_recomputed(servers, spark, 
     # analytical_sensor replaces the deferred report: it asks for Wednesday's report now.
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", servers.database_url)
     with DagsterInstance.from_config(str(servers.dagster_home)) as instance:
-        context = build_sensor_context(instance=instance, resources={"tracker": servers.tracker()})
+        resources = {"tracker": servers.tracker(), "lake": resources_of(servers)["lake"]}
+        context = build_sensor_context(instance=instance, resources=resources)
         requested = {r.partition_key for r in analytical_sensor(context).run_requests}
     assert DAY_AFTER in requested
 

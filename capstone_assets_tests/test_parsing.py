@@ -1,6 +1,7 @@
 """SPEC.md §1–§2 on hand-written lines: parsing, every reject reason and its precedence."""
 
 import datetime as dt
+import json
 
 import pytest
 from pyspark.sql import Row
@@ -197,8 +198,6 @@ JSON_OK = (
 
 
 def json_trade(drop: tuple[str, ...] = (), **fields) -> str:
-    import json
-
     obj = json.loads(JSON_OK)
     for key in drop:
         obj.pop(key)
@@ -241,6 +240,50 @@ JSON_REJECTS = [
 
 def test_every_json_reject_reason_and_its_precedence(spark):
     assert reasons(spark, [line for line, _ in JSON_REJECTS], fmt="json") == [r for _, r in JSON_REJECTS]
+
+
+# SPEC.md §2: a line is exactly one JSON object (RFC 8259), whitespace around it allowed.
+JSON_ONE_OBJECT = [
+    # trailing content that the JSON reader skips once the first object is closed
+    (JSON_OK + ' ,"x":1}', "bad_json"),
+    ('{"a":1} ,"record":' + JSON_OK + "}", "bad_json"),
+    (JSON_OK + " " + JSON_OK, "bad_json"),
+    (JSON_OK + "," + JSON_OK, "bad_json"),
+    (JSON_OK + "]", "bad_json"),
+    (JSON_OK + "] {}", "bad_json"),
+    ('{"a":1}] [' + JSON_OK, "bad_json"),
+    (JSON_OK + " //x", "bad_json"),
+    (JSON_OK + ' {"s":"}"}', "bad_json"),
+    (JSON_OK + ' "}"', "bad_json"),
+    (JSON_OK + "}", "bad_json"),
+    (JSON_OK[:-1] + ',"price":77.5,}', "bad_json"),  # a trailing comma inside
+    (JSON_OK[:-1] + ',"note":"unclosed}', "bad_json"),
+    (JSON_OK[:-1] + ',"note":"\\\\"}"}', "bad_json"),  # an escaped backslash, then the quote ends it
+    # one object: nested values, braces and escaped quotes in strings, a key given twice
+    (JSON_OK[:-1] + ',"meta":{"a":[1,{"b":"}"}],"c":{}},"tags":[[],[{}]]}', None),
+    (JSON_OK[:-1] + ',"note":"} ,\\"x\\":1} {[","n2":"\\\\"}', None),
+    (JSON_OK[:-1] + ',"price":-1,"price":77.5}', None),
+    (JSON_OK[:-1] + ',"_corrupt_record":"x","record":{}}', None),  # Spark's own names are keys too
+    (JSON_OK[:-1] + ',"price":-1}', "negative_value"),  # the last value counts
+    ("\t " + JSON_OK + "\t", None),
+]
+
+
+def test_a_json_line_is_exactly_one_object(spark):
+    lines = [line for line, _ in JSON_ONE_OBJECT]
+    assert reasons(spark, lines, fmt="json") == [r for _, r in JSON_ONE_OBJECT]
+
+
+def test_json_strings_keep_braces_and_quotes_and_a_repeated_key_takes_its_last_value(spark):
+    line = JSON_OK[:-1] + ',"symbol":"A}\\"{B","price":1,"meta":{"price":2},"price":"77.25"}'
+    assert json.loads(line)["symbol"] == 'A}"{B' and json.loads(line)["price"] == "77.25"
+    parsed = parse(spark, [line], fmt="json")
+    assertDataFrameEqual(
+        parsing.select_trades(parsed),
+        [Row(symbol='A}"{B', exchange="NASDAQ", event_tm=ts("2020-08-05 10:00:00"), event_seq_nb=1,
+             arrival_tm=ts("2020-08-05 09:30:00"), trade_pr=77.25, trade_size=100, execution_id=None,
+             source_file=NASDAQ_FILE)],
+    )  # fmt: skip
 
 
 def test_rejects_keep_the_verbatim_line_and_source(spark):

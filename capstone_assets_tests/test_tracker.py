@@ -4,6 +4,7 @@ import datetime as dt
 import multiprocessing
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -157,3 +158,312 @@ def test_eight_processes_race_and_exactly_one_claims(tracker):
     winners = [run for run, outcome in outcomes if outcome == "claimed"]
     assert len(winners) == 1 and len(outcomes) == 8
     assert tracker.get_job(JOB).run_id == winners[0]
+
+
+# ----------------------------------------------------------- helpers for child processes
+def wait_for(path, seconds=120, process=None):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if process is not None and not process.is_alive():
+            raise AssertionError(f"the process ended (exit code {process.exitcode}) before {path.name}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {seconds} s")
+        time.sleep(0.05)
+
+
+def another_host(url, table, **settings) -> TrackerResource:
+    """A tracker as a run on another host sees it (the host name is the only thing changed)."""
+    import socket
+
+    socket.gethostname = lambda: "host-a"
+    return TrackerResource(url=url, table=table, **settings)
+
+
+def _claim_when_told(url, table, run_id, marks):
+    tracker = TrackerResource(url=url, table=table, stale_after_seconds=2)
+    (marks / "claiming").touch()
+    tracker.claim("preprocessing", DAY, run_id)
+    (marks / "claimed").write_text(repr(time.time()))
+
+
+def _commit_under_the_claim(url, table, folder, marks):
+    from capstone_assets.resources.tracker import ClaimLost
+
+    # Another host whose heartbeat has stopped (a database outage): its claim can be taken over.
+    tracker = another_host(url, table, heartbeat_seconds=3600, stale_after_seconds=2)
+    tracker.claim("preprocessing", DAY, "run-A")
+    with tracker.holding(JOB, "run-A"):
+        (marks / "inside").touch()
+        wait_for(marks / "go")
+        (folder / "staged").rename(folder / "live")
+        (marks / "renamed").write_text(repr(time.time()))  # the transaction commits after this
+    wait_for(marks / "claimed")  # the other run has taken the day over
+    try:
+        with tracker.holding(JOB, "run-A"):
+            (folder / "live").rename(folder / "second")
+    except ClaimLost as lost:
+        (marks / "lost").write_text(str(lost))
+
+
+# ---------------------------------------------------------------- case 1: failed steps
+def test_a_failed_step_keeps_the_day_held_until_its_run_ends(tracker):
+    tracker.claim("preprocessing", DAY, "run-1")
+    assert tracker.note_failure(JOB, "run-1", "trades: ValueError: boom")
+    record = tracker.get_job(JOB)
+    assert (record.status, record.error) == (RUNNING, "trades: ValueError: boom")
+    # The run's other steps go on: the day is still its own.
+    with pytest.raises(JobRefused, match=r"run-1 .*a step failed \(trades: ValueError: boom\)"):
+        tracker.claim("preprocessing", DAY, "run-2")
+    assert tracker.claim("preprocessing", DAY, "run-1").run_id == "run-1"
+    assert tracker.note_failure(JOB, "run-1", "quotes: OSError: disk full")
+    assert not tracker.note_failure(JOB, "run-other", "nope")
+    # Its last step ends it: failed, with every step's error.
+    assert tracker.finish(JOB, "run-other") is None
+    assert tracker.finish(JOB, "run-1") == FAILED
+    record = tracker.get_job(JOB)
+    assert (record.status, record.error) == (FAILED, "trades: ValueError: boom; quotes: OSError: disk full")
+    assert tracker.claim("preprocessing", DAY, "run-2").run_id == "run-2"
+    assert tracker.finish(JOB, "run-2") == SUCCESS and tracker.get_job(JOB).error is None
+    tracker.claim("preprocessing", DAY, "run-3")
+    assert tracker.finish(JOB, "run-3", error="incomplete: quotes") == FAILED
+    assert tracker.get_job(JOB).error == "incomplete: quotes"
+
+
+def test_a_claim_whose_dagster_run_has_ended_is_taken_over(tracker):
+    tracker.claim("preprocessing", DAY, "run-1")  # this process, alive; heartbeat fresh
+    with pytest.raises(JobRefused, match="run-1"):
+        tracker.claim("preprocessing", DAY, "run-2", run_ended=lambda run_id: False)
+    record = tracker.claim("preprocessing", DAY, "run-2", run_ended={"run-1"}.__contains__)
+    assert (record.run_id, record.attempts) == ("run-2", 2)
+
+
+# ------------------------------------------------------------- case 4: losing a claim
+def test_a_takeover_waits_while_the_holder_commits_and_the_holder_then_cannot(tracker, tmp_path):
+    tracker.get_status(JOB)  # the table exists before the processes start
+    folder, marks = tmp_path / "lake", tmp_path / "marks"
+    (folder / "staged").mkdir(parents=True)
+    marks.mkdir()
+    context = multiprocessing.get_context("spawn")
+    holder = context.Process(target=_commit_under_the_claim, args=(tracker.url, tracker.table, folder, marks))
+    holder.start()
+    wait_for(marks / "inside", process=holder)
+    deadline = time.monotonic() + 60
+    while utcnow() - tracker.get_job(JOB).heartbeat_time < dt.timedelta(seconds=2.5):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # The holder's heartbeat has lapsed: another run takes over, but only once the commit is done.
+    taker = context.Process(target=_claim_when_told, args=(tracker.url, tracker.table, "run-B", marks))
+    taker.start()
+    wait_for(marks / "claiming", process=taker)
+    time.sleep(1.0)  # time enough for a claim that does not wait
+    assert not (marks / "claimed").exists(), "a takeover went through while the holder was committing"
+    (marks / "go").touch()
+    taker.join(timeout=120), holder.join(timeout=120)
+    assert taker.exitcode == 0 and holder.exitcode == 0
+    assert float((marks / "claimed").read_text()) > float((marks / "renamed").read_text())
+    assert tracker.get_job(JOB).run_id == "run-B"
+    # The commit made under the claim stands; the one tried after the takeover was refused.
+    assert (folder / "live").is_dir() and not (folder / "second").exists()
+    lost = (marks / "lost").read_text()
+    assert f"{JOB}" in lost and "run-A lost its claim" in lost and "run-B" in lost
+
+
+def _beat_until_lost(url, table, marks):
+    from capstone_assets.resources.tracker import ClaimLost
+
+    # Beats rarer than the stale limit: a run whose database was out of reach for a while.
+    tracker = another_host(url, table, heartbeat_seconds=3, stale_after_seconds=2)
+    tracker.claim("preprocessing", DAY, "run-A")
+    (marks / "claimed").touch()
+    with tracker.heartbeating(JOB, "run-A", on_lost=(marks / "noticed").write_text) as claim:
+        wait_for(marks / "noticed")
+        assert claim.lost
+        refusals = []
+        try:
+            with claim.holding():  # what the lake's commit asks for
+                pass
+        except ClaimLost as lost:
+            refusals.append(str(lost))
+        try:
+            tracker.claim("preprocessing", DAY, "run-A")  # what the run's next step asks for
+        except ClaimLost as lost:
+            refusals.append(str(lost))
+        (marks / "refused").write_text("\n".join(refusals))
+
+
+def test_the_heartbeat_notices_a_lost_claim_and_the_run_can_no_longer_commit(tracker, tmp_path):
+    tracker.get_status(JOB)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    holder = multiprocessing.get_context("spawn").Process(
+        target=_beat_until_lost, args=(tracker.url, tracker.table, marks)
+    )
+    holder.start()
+    wait_for(marks / "claimed", process=holder)
+    deadline = time.monotonic() + 60
+    while True:  # taken over as soon as a beat is late
+        try:
+            tracker.claim("preprocessing", DAY, "run-B")
+            break
+        except JobRefused:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    holder.join(timeout=120)
+    assert holder.exitcode == 0
+    noticed = (marks / "noticed").read_text()
+    assert "run-A lost its claim" in noticed and "run-B" in noticed
+    refusals = (marks / "refused").read_text().splitlines()
+    assert len(refusals) == 2 and all("run-A lost its claim" in r for r in refusals)
+    assert tracker.get_job(JOB).run_id == "run-B"
+
+
+# ----------------------------------------------------- case 5: processes on one host
+@pytest.mark.parametrize(
+    "column, value",
+    [("pid_namespace", "pid:[4026530000]"), ("boot_id", "00000000-0000-0000-0000-000000000000")],
+)
+def test_a_claim_from_another_process_space_of_this_host_waits_for_its_heartbeat(tracker, column, value):
+    from capstone_assets.resources.tracker import boot_id, pid_namespace
+
+    record = tracker.claim("preprocessing", DAY, "run-1")
+    assert (record.boot_id, record.pid_namespace) == (boot_id(), pid_namespace())
+    # Same host name, a pid that is dead here, but another container or boot: the pid proves nothing.
+    set_columns(tracker, pid=dead_pid(), **{column: value})
+    with pytest.raises(JobRefused, match="run-1"):
+        tracker.claim("preprocessing", DAY, "run-2")
+    assert tracker.is_live(tracker.get_job(JOB))
+    set_columns(tracker, heartbeat_time=utcnow() - dt.timedelta(seconds=tracker.stale_after_seconds + 1))
+    assert tracker.claim("preprocessing", DAY, "run-2").run_id == "run-2"
+
+
+NAMESPACED_RUN = """
+import pathlib, sys, time
+from capstone_assets.resources.tracker import TrackerResource
+url, table, marks = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+tracker = TrackerResource(url=url, table=table, heartbeat_seconds=0.2, stale_after_seconds=2)
+tracker.claim("preprocessing", "2020-08-05", "run-ns")
+with tracker.heartbeating("preprocessing_2020-08-05", "run-ns"):
+    (marks / "claimed").touch()
+    while not (marks / "stop").exists():
+        time.sleep(0.05)
+"""
+
+
+def unshare_pid_works() -> bool:
+    try:
+        probe = subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not unshare_pid_works(), reason="unshare --pid needs root (CAP_SYS_ADMIN)")
+def test_a_live_run_in_another_pid_namespace_is_not_taken_over(tracker, tmp_path):
+    import os
+    import sys
+
+    tracker.get_status(JOB)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # A real process in its own pid namespace (a container on this host): its pid means nothing here.
+    process = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", NAMESPACED_RUN,
+         tracker.url, tracker.table, str(marks)],
+        env=os.environ.copy(),
+    )  # fmt: skip
+    try:
+        wait_for(marks / "claimed")
+        with pytest.raises(JobRefused, match="run-ns"):
+            tracker.claim("preprocessing", DAY, "run-2")
+        assert tracker.get_job(JOB).pid_namespace != os.readlink("/proc/self/ns/pid")
+    finally:
+        (marks / "stop").touch()
+        process.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while True:  # the claim is left running; it is taken over once its heartbeat lapses
+        try:
+            record = tracker.claim("preprocessing", DAY, "run-2")
+            break
+        except JobRefused:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert (record.run_id, record.attempts) == ("run-2", 2)
+
+
+# ------------------------------------------------------------ case 12: schema upgrade
+def v1_table(name: str) -> sa.Table:
+    """The table exactly as the first version of the tracker created it."""
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("job_id", sa.String(64), primary_key=True),
+        sa.Column("workflow", sa.String(32), nullable=False),
+        sa.Column("trade_dt", sa.String(10), nullable=False, index=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("updated_time", sa.DateTime, nullable=False),
+        sa.Column("run_id", sa.String(64)),
+        sa.Column("host", sa.String(255)),
+        sa.Column("pid", sa.Integer),
+        sa.Column("pid_started", sa.String(32)),
+        sa.Column("heartbeat_time", sa.DateTime),
+        sa.Column("started_time", sa.DateTime),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("error", sa.Text),
+    )
+
+
+def _open_tracker(url, table, barrier, results):
+    barrier.wait()
+    try:
+        results.put(TrackerResource(url=url, table=table).get_status(JOB))
+    except Exception as error:  # reported to the test
+        results.put(repr(error))
+
+
+def test_a_table_from_the_first_version_is_upgraded_in_place(tracker):
+    engine = sa.create_engine(tracker.url)
+    old = v1_table(tracker.table)
+    old.metadata.create_all(engine)
+    now = utcnow()
+    with engine.begin() as connection:
+        connection.execute(
+            old.insert().values(
+                job_id=JOB, workflow="preprocessing", trade_dt=DAY, status=SUCCESS, updated_time=now,
+                run_id="run-0", host="old-host", pid=1, heartbeat_time=now, started_time=now, attempts=1,
+                error="kept",
+            )
+        )  # fmt: skip
+    # Four processes start on it at once: each adds what is missing, or finds it added.
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.Queue()
+    processes = [
+        context.Process(target=_open_tracker, args=(tracker.url, tracker.table, barrier, results))
+        for _ in range(4)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert outcomes == [SUCCESS] * 4
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(tracker.table)}
+    engine.dispose()
+    assert columns == set(old.c.keys()) | {"boot_id", "pid_namespace"}
+    record = tracker.get_job(JOB)
+    assert (record.status, record.run_id, record.error, record.boot_id) == (SUCCESS, "run-0", "kept", None)
+    claimed = tracker.claim("preprocessing", DAY, "run-1")
+    assert (claimed.attempts, claimed.boot_id) == (
+        2,
+        Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+    )
+
+
+def test_holding_is_reentrant_in_one_thread(tracker):
+    tracker.claim("preprocessing", DAY, "run-1")
+    # A nested guard (a repair inside a commit) reuses the lock instead of waiting for itself.
+    with tracker.holding(JOB, "run-1") as outer, tracker.holding(JOB, "run-1") as inner:
+        assert outer == inner and outer.run_id == "run-1"
+    with tracker.holding(JOB, "run-1"):
+        pass

@@ -18,6 +18,9 @@ if [ -z "${DAGSTER_HOME:-}" ]; then
 fi
 mkdir -p "$DAGSTER_HOME"
 
+# Refusals before anything runs, each one line on stderr: a malformed setting or
+# an unreachable Spark master, then a day that is not a trading-day partition.
+capstone-jobs check-config || exit 2
 if [ $# -ge 1 ]; then
   day="$1"
 else

@@ -21,7 +21,7 @@ from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata, markdow
 from capstone_assets.jobs import ANALYTICAL, PREPROCESSING
 from capstone_assets.partitions import trading_day_partitions
 from capstone_assets.resources import LakeResource, TrackerResource
-from capstone_assets.resources.tracker import SUCCESS, job_id
+from capstone_assets.resources.tracker import SUCCESS, Claim, job_id
 from capstone_assets.tracking import added_beyond_backfill
 from capstone_assets.transforms import quality, report
 
@@ -74,7 +74,11 @@ def eod_quote_report(
         return
     landed = lambda d: lake.has_landing_files(d, lambda: spark.spark_session)  # noqa: E731
     yield from tracked_results(
-        context, tracker, ANALYTICAL, lambda: _report(context, spark.spark_session, lake), has_landing_files=landed
+        context,
+        tracker,
+        ANALYTICAL,
+        lambda claim: _report(context, spark.spark_session, lake, claim),
+        has_landing_files=landed,
     )
 
 
@@ -103,7 +107,7 @@ def _deferred(context: AssetExecutionContext, tracker: TrackerResource, day: str
         )
 
 
-def _report(context: AssetExecutionContext, session, lake: LakeResource):
+def _report(context: AssetExecutionContext, session, lake: LakeResource, claim: Claim):
     day = context.partition_key
     trades = lake.read_day(session, "trades", day, schemas.TRADES)
     quotes = lake.read_day(session, "quotes", day, schemas.QUOTES)
@@ -119,7 +123,7 @@ def _report(context: AssetExecutionContext, session, lake: LakeResource):
             ),
             day,
         )
-        path = lake.commit(session, staged)
+        path = lake.commit(session, staged, guard=claim.holding)
     except BaseException:
         lake.discard(session, staged)
         raise

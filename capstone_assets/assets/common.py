@@ -9,6 +9,7 @@ from pyspark.sql import types as T
 
 from capstone_assets.checks import BlockingCheckFailed
 from capstone_assets.resources import TrackerResource
+from capstone_assets.resources.tracker import Claim
 from capstone_assets.tracking import tracked_step
 
 SPARK_KINDS = {"spark"}
@@ -42,16 +43,21 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 
 
 def tracked_results(
-    context: AssetExecutionContext, tracker: TrackerResource, workflow: str, compute: Callable[[], Iterable], **gate
+    context: AssetExecutionContext,
+    tracker: TrackerResource,
+    workflow: str,
+    compute: Callable[[Claim], Iterable],
+    **gate,
 ) -> Iterator:
-    """Runs a step's work under the tracker and yields its results once it has finished.
+    """Runs a step's work under its run's claim and yields its results once it has finished.
 
-    When a blocking check fails, the step yields that check's failed result (so the
-    UI shows it for the day) and then fails; the tracker has recorded `failed`
-    with the check's name."""
+    `compute` gets the Claim: its `holding` is the guard under which the lake commits,
+    so a run that lost the day cannot write it. When a blocking check fails, the step
+    yields that check's failed result (so the UI shows it for the day) and then fails;
+    the tracker has noted the failure with the check's name."""
     try:
-        with tracked_step(context, tracker, workflow, **gate):
-            results = list(compute())
+        with tracked_step(context, tracker, workflow, **gate) as claim:
+            results = list(compute(claim))
     except BlockingCheckFailed as failed:
         context.log.error(str(failed))
         yield failed.outcome.result()

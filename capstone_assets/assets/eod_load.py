@@ -17,7 +17,7 @@ CODE_VERSION = "load-1"
 def _load(context, spark, lake, tracker, *, source: str, target: str, transform):
     """Reads the day's raw records, keeps the latest per key, checks the key is unique, swaps the day in."""
 
-    def compute():
+    def compute(claim):
         day, schema, session = context.partition_key, schemas.BY_DATASET[target], spark.spark_session
         raw = lake.read_day(session, source, day, schemas.BY_DATASET[source])
         staged = lake.stage(session, transform(raw), target, day)
@@ -26,7 +26,7 @@ def _load(context, spark, lake, tracker, *, source: str, target: str, transform)
             unique = checks.require(
                 checks.unique_record_key(target, stats["rows"], stats["duplicate_keys"], stats["example"]), day
             )
-            path = lake.commit(session, staged)
+            path = lake.commit(session, staged, guard=claim.holding)
         except BaseException:
             lake.discard(session, staged)
             raise

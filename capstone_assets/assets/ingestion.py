@@ -20,6 +20,7 @@ from capstone_assets.jobs import PREPROCESSING
 from capstone_assets.partitions import previous_trading_day, trading_day_partitions
 from capstone_assets.resources import LakeResource, QualityResource, TrackerResource
 from capstone_assets.resources.lake import StagedDay, landing_exchange
+from capstone_assets.resources.tracker import Claim
 from capstone_assets.transforms import parsing, quality
 
 # Bump when the parsing or the outputs change: the UI then shows which days older code computed.
@@ -53,7 +54,14 @@ def read_landing_lines(spark: SparkSession, lake: LakeResource, day: str, log) -
     frames = [
         spark.read.option("lineSep", "\n")
         .text(paths)
-        .select("value", F.col("_metadata.file_path").alias("source_file"), F.lit(fmt).alias("format"))
+        .select(
+            # SPEC.md §2: bytes that are not UTF-8 read as U+FFFD, one per maximal ill-formed
+            # subpart (the Unicode Standard, as Python reads them), before any Java string sees
+            # them: Java's decoder would merge some (a surrogate's 3 bytes into 1 U+FFFD).
+            F.make_valid_utf8("value").alias("value"),
+            F.col("_metadata.file_path").alias("source_file"),
+            F.lit(fmt).alias("format"),
+        )
         for fmt, paths in files.by_format.items()
         if paths
     ]
@@ -120,11 +128,20 @@ def ingestion(
     quality: QualityResource,
 ):
     yield from tracked_results(
-        context, tracker, PREPROCESSING, lambda: _ingest(context, spark.spark_session, lake, quality)
+        context,
+        tracker,
+        PREPROCESSING,
+        lambda claim: _ingest(context, spark.spark_session, lake, quality, claim),
     )
 
 
-def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeResource, quality: QualityResource):
+def _ingest(
+    context: AssetExecutionContext,
+    session: SparkSession,
+    lake: LakeResource,
+    quality: QualityResource,
+    claim: Claim,
+):
     day = context.partition_key
     lines, file_count = read_landing_lines(session, lake, day, context.log)
     # Each line is read and parsed once: the three outputs are written from this
@@ -138,7 +155,7 @@ def _ingest(context: AssetExecutionContext, session: SparkSession, lake: LakeRes
         summary = summarize(session, lines, staged)
         per_exchange = per_exchange_counts(summary)
         identity = checks.require(checks.lines_accounted_for(per_exchange), day)
-        paths = {asset: lake.commit(session, staged_day) for asset, staged_day in staged.items()}
+        paths = lake.commit_all(session, staged, guard=claim.holding)
     except BaseException:
         for staged_day in staged.values():
             lake.discard(session, staged_day)

@@ -3,31 +3,45 @@
 Every lake root behaves alike (a local folder, `abfss://`, `s3a://`): the code
 only lists, renames and deletes through the JVM's FileSystem for the path.
 
-A day is written to `<asset>/_staging/…` and then swapped in with renames, so a
-run that fails before the swap leaves the previous version readable. The swap is
-two renames (old version aside, new version in); a run killed between them
-leaves the old version at `_staging/trade_dt=<day>.previous`, which the next
-write or read of that day puts back first. On object stores without an atomic
-directory rename (S3) a rename is a copy: readers may see a partly copied day
-while a swap is in progress.
+A day is written to `<asset>/_staging/…` and then switched in (`swap.py`): a
+journal naming every move, then per asset two renames (the live version aside
+to `_staging/trade_dt=<day>.previous`, the staged one in), then clean-up. The
+outputs of one switch become visible together or not at all, and a run that
+fails before or during it leaves the previous version readable. What a crash
+leaves is settled by the next writer of those assets and day, under the day's
+claim (`guard`); readers never change anything: they read the version the
+journal has decided, or the backup while the live day is set aside.
+
+On object stores without an atomic directory rename (S3) a rename is a copy:
+a reader outside the platform may see a partly copied day while a switch runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import Callable
 
 from dagster import ConfigurableResource, get_dagster_logger
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from capstone_assets.resources.swap import Slot, Swapper
+
 FORMATS = ("csv", "json")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Held around every rename and repair of a day: the tracker keeps the day's claim locked meanwhile.
+Guard = Callable[[], AbstractContextManager[object]] | None
+READ_ATTEMPTS = 3
 
 
 def is_url(path: str) -> bool:
@@ -94,38 +108,15 @@ class LakeResource(ConfigurableResource):
 
     def landing_files(self, spark: SparkSession, day: str) -> LandingFiles:
         """Every batch file of every exchange for the day, by the format to read it in."""
-        if not _DAY.match(day):
-            raise ValueError(f"'{day}' is not a trading day in the form YYYY-MM-DD")
-        found = LandingFiles()
-        for folder_format in FORMATS:
-            fs, root = self._fs(spark, self.landing_day(folder_format, day))
-            if not fs.exists(root):
-                continue
-            for exchange in fs.listStatus(root):
-                if not exchange.isDirectory():
-                    found.skipped.append(exchange.getPath().toString())
-                    continue
-                for status in fs.listStatus(exchange.getPath()):
-                    path = status.getPath()
-                    name = path.getName()
-                    if status.isDirectory() or name.startswith((".", "_")):
-                        found.skipped.append(path.toString())
-                        continue
-                    found.by_format[file_format(name, folder_format)].append(path.toString())
-        for paths in found.by_format.values():
-            paths.sort()
-        return found
+        from capstone_assets.resources.landing import LandingZone  # it builds on this module
+
+        return LandingZone(spark, self.landing_root).landing_files(day)
 
     def has_landing_files(self, day: str, spark: Callable[[], SparkSession]) -> bool:
-        """Whether any exchange delivered a file for the day. A local root needs no JVM."""
-        root = absolute(self.landing_root)
-        if is_url(root):
-            return self.landing_files(spark(), day).count > 0
-        return any(
-            f.is_file() and not f.name.startswith((".", "_"))
-            for fmt in FORMATS
-            for f in Path(root, fmt, day).glob("*/*")
-        )
+        """Whether any exchange delivered a file for the day, as ingestion would read it."""
+        from capstone_assets.resources.landing import LandingZone
+
+        return LandingZone(spark(), self.landing_root).has_files(day)
 
     # -------------------------------------------------------------------- lake
     def asset_root(self, asset: str) -> str:
@@ -137,90 +128,110 @@ class LakeResource(ConfigurableResource):
     def _backup_path(self, asset: str, day: str) -> str:
         return f"{self.asset_root(asset)}/_staging/trade_dt={day}.previous"
 
-    def _recover(self, spark: SparkSession, asset: str, day: str) -> None:
-        """Puts back a version left aside by a swap that was killed half way."""
-        fs, final = self._fs(spark, self.day_path(asset, day))
-        backup = self._path(spark, self._backup_path(asset, day))
-        if fs.exists(backup):
-            if fs.exists(final):
-                fs.delete(backup, True)
-            else:
-                get_dagster_logger().warning(f"Restoring {asset} {day} from an interrupted swap")
-                fs.rename(backup, final)
+    def _slot(self, asset: str, day: str) -> Slot:
+        staging = f"{self.asset_root(asset)}/_staging"
+        return Slot(asset, day, self.day_path(asset, day), self._backup_path(asset, day), staging)
+
+    def _swapper(self, spark: SparkSession) -> Swapper:
+        fs, _ = self._fs(spark, absolute(self.lake_root))
+        return Swapper(fs, lambda path: self._path(spark, path), get_dagster_logger())
+
+    def _recover(self, spark: SparkSession, assets: list[str], day: str) -> None:
+        """Settles what an interrupted write of the day left: for writers holding the day's claim only."""
+        swapper = self._swapper(spark)
+        for asset in assets:
+            swapper.recover(self._slot(asset, day))
 
     def day_exists(self, spark: SparkSession, asset: str, day: str) -> bool:
-        self._recover(spark, asset, day)
-        fs, final = self._fs(spark, self.day_path(asset, day))
-        return bool(fs.exists(final))
-
-    def _remove_abandoned_staging(self, spark: SparkSession, asset: str, day: str) -> None:
-        """Deletes staged copies of the day left by a run that died before its swap.
-
-        The job tracker lets one live run write a day at a time, so any staged
-        copy of the day found here belongs to a dead run."""
-        fs, staging = self._fs(spark, f"{self.asset_root(asset)}/_staging")
-        if not fs.exists(staging):
-            return
-        for status in fs.listStatus(staging):
-            name = status.getPath().getName()
-            if name.startswith(f"trade_dt={day}.") and not name.endswith(".previous"):
-                get_dagster_logger().info(f"Removing abandoned staging {status.getPath().toString()}")
-                fs.delete(status.getPath(), True)
+        return self._swapper(spark).visible(self._slot(asset, day)) is not None
 
     def stage(self, spark: SparkSession, df: DataFrame, asset: str, day: str) -> StagedDay:
         """Writes the day next to the live one; nothing a reader sees changes yet."""
-        self._remove_abandoned_staging(spark, asset, day)
+        self._swapper(spark).remove_abandoned(self._slot(asset, day))
         path = f"{self.asset_root(asset)}/_staging/trade_dt={day}.{uuid.uuid4().hex}"
         df.drop("trade_dt").write.mode("errorifexists").parquet(path)
         return StagedDay(asset, day, path)
 
-    def commit(self, spark: SparkSession, staged: StagedDay) -> str:
+    def commit_all(
+        self,
+        spark: SparkSession,
+        staged_days: Mapping[str, StagedDay] | Iterable[StagedDay],
+        guard: Guard = None,
+    ) -> dict[str, str]:
+        """Swaps the staged days (one day, any assets) in together: all become visible, or none.
+
+        Inside `guard()` (the tracker holding the day's claim) it first settles what
+        an interrupted write of those assets and day left, then journals and swaps."""
+        staged = list(staged_days.values() if isinstance(staged_days, Mapping) else staged_days)
+        days, assets = {s.day for s in staged}, [s.asset for s in staged]
+        if len(days) != 1 or len(set(assets)) != len(assets):
+            raise ValueError(f"commit_all takes one staged version per asset of one day, not {staged}")
+        [day] = days
+        with (guard or contextlib.nullcontext)():
+            self._recover(spark, assets, day)
+            swapper = self._swapper(spark)
+            swapper.switch(swapper.begin(day, [(self._slot(s.asset, day), s.path) for s in staged]))
+        return {asset: self.day_path(asset, day) for asset in assets}
+
+    def commit(self, spark: SparkSession, staged: StagedDay, guard: Guard = None) -> str:
         """Swaps the staged day in, replacing that day only."""
-        self._recover(spark, staged.asset, staged.day)
-        final_str = self.day_path(staged.asset, staged.day)
-        fs, final = self._fs(spark, final_str)
-        backup = self._path(spark, self._backup_path(staged.asset, staged.day))
-        had_previous = fs.exists(final)
-        if had_previous and not fs.rename(final, backup):
-            raise OSError(f"Could not move {final_str} aside to replace it")
-        if not fs.rename(self._path(spark, staged.path), final):
-            if had_previous:
-                fs.rename(backup, final)
-            raise OSError(f"Could not move {staged.path} to {final_str}")
-        if had_previous:
-            fs.delete(backup, True)
-        return final_str
+        return self.commit_all(spark, [staged], guard)[staged.asset]
 
     def discard(self, spark: SparkSession, staged: StagedDay) -> None:
         fs, path = self._fs(spark, staged.path)
         fs.delete(path, True)
 
-    def write_day(self, spark: SparkSession, df: DataFrame, asset: str, day: str) -> str:
+    def write_day(self, spark: SparkSession, df: DataFrame, asset: str, day: str, guard: Guard = None) -> str:
         staged = self.stage(spark, df, asset, day)
         try:
-            return self.commit(spark, staged)
+            return self.commit(spark, staged, guard)
         except Exception:
             self.discard(spark, staged)
             raise
 
+    def _read_current(self, spark: SparkSession, asset: str, days: list[str], read) -> DataFrame:
+        """`read({day: folder})` on the versions a reader may see now, resolved again if a swap moved one."""
+        swapper, attempt = self._swapper(spark), 1
+        while True:
+            folders = {day: swapper.visible(self._slot(asset, day)) for day in days}
+            try:
+                return read({day: folder for day, folder in folders.items() if folder is not None})
+            except AnalysisException as error:
+                if error.getCondition() != "PATH_NOT_FOUND" or attempt == READ_ATTEMPTS:
+                    raise
+            attempt += 1
+
     def read_day(self, spark: SparkSession, asset: str, day: str, schema: T.StructType) -> DataFrame:
-        if not self.day_exists(spark, asset, day):
-            raise FileNotFoundError(
-                f"{asset} has no data for {day} at {self.day_path(asset, day)}: "
-                f"materialize {asset} for {day} first"
-            )
-        return spark.read.schema(schema).parquet(self.day_path(asset, day))
+        def read(folders: dict[str, str]) -> DataFrame:
+            if day not in folders:
+                raise FileNotFoundError(
+                    f"{asset} has no data for {day} at {self.day_path(asset, day)}: "
+                    f"materialize {asset} for {day} first"
+                )
+            return spark.read.schema(schema).parquet(folders[day])
+
+        return self._read_current(spark, asset, [day], read)
 
     def read_days(self, spark: SparkSession, asset: str, days: list[str], schema: T.StructType) -> DataFrame:
         """The days that exist among `days`, with their `trade_dt` column."""
-        present = [day for day in days if self.day_exists(spark, asset, day)]
         with_dt = T.StructType([*schema.fields, T.StructField("trade_dt", T.DateType())])
-        if not present:
-            return spark.createDataFrame([], with_dt)
-        paths = [self.day_path(asset, day) for day in present]
-        return (
-            spark.read.schema(with_dt)
-            .option("basePath", self.asset_root(asset))
-            .parquet(*paths)
-            .select(*schema.fieldNames(), F.col("trade_dt").cast("date"))
-        )
+
+        def read(folders: dict[str, str]) -> DataFrame:
+            live = [folder for day, folder in folders.items() if folder == self.day_path(asset, day)]
+            frames = [
+                spark.read.schema(schema)
+                .parquet(folder)
+                .select(*schema.fieldNames(), F.lit(day).cast("date").alias("trade_dt"))
+                for day, folder in folders.items()
+                if folder not in live  # a version beside the live folder, during or after an interrupted swap
+            ]
+            if live:
+                frames.append(
+                    spark.read.schema(with_dt)
+                    .option("basePath", self.asset_root(asset))
+                    .parquet(*live)
+                    .select(*schema.fieldNames(), F.col("trade_dt").cast("date"))
+                )
+            return reduce(DataFrame.unionByName, frames) if frames else spark.createDataFrame([], with_dt)
+
+        return self._read_current(spark, asset, days, read)

@@ -3,15 +3,26 @@
 `dagster_pyspark.LazyPySparkResource` creates the session on first use with
 `SparkSession.builder.getOrCreate()`, so all steps of a run (in-process
 executor) and a test session's fixture share one JVM.
+
+A standalone master (`spark://host:port`) that cannot be reached would cost a
+JVM start and Spark's three 20-second registration attempts before a "stopped
+SparkContext" error that does not name the cause. The resource first opens a
+TCP connection to the master and fails within seconds, naming SPARK_MASTER.
 """
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from dagster_pyspark import LazyPySparkResource
 
 JARS_DIR = Path(__file__).resolve().parents[2] / "jars"
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+class SparkMasterUnreachable(RuntimeError):
+    """No host of a `spark://` master accepts connections."""
 
 
 def jar_paths(jars_dir: Path = JARS_DIR) -> list[str]:
@@ -38,5 +49,40 @@ def spark_config(master: str, jars_dir: Path = JARS_DIR) -> dict[str, str]:
     return config
 
 
-def spark_resource(master: str) -> LazyPySparkResource:
-    return LazyPySparkResource(spark_config=spark_config(master))
+def check_master(master: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """Raises SparkMasterUnreachable unless some host of a `spark://h1:p1,h2:p2` master accepts a
+    connection; other masters (local, yarn, k8s) are left to Spark."""
+    if not master.startswith("spark://"):
+        return
+    failures = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+            return
+        except (OSError, ValueError) as error:
+            failures.append(f"{address}: {error}")
+    raise SparkMasterUnreachable(
+        f"SPARK_MASTER={master} is not reachable ({'; '.join(failures)}): start the Spark master, "
+        "or set SPARK_MASTER to a reachable spark://host:port (or local[*])"
+    )
+
+
+class SparkResource(LazyPySparkResource):
+    """`LazyPySparkResource` that checks a standalone master before starting the JVM."""
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
+
+    def _init_session(self) -> None:
+        if self._spark_session is None:
+            from pyspark import SparkContext
+
+            if SparkContext._active_spark_context is None:  # an existing session is reused as is
+                check_master(self.spark_config["spark.master"])
+        super()._init_session()
+
+
+def spark_resource(master: str) -> SparkResource:
+    return SparkResource(spark_config=spark_config(master))

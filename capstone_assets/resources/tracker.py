@@ -4,6 +4,11 @@ SQLAlchemy Core gives one code path for PostgreSQL (production) and the
 embedded SQLite default. A claim is one `INSERT … ON CONFLICT DO UPDATE …
 WHERE` statement: it takes the row only when no live run holds it, so two runs
 racing for the same day cannot both win.
+
+A claim is held until its run ends, not its first failed step: a failed step
+notes its error and the run's last step of the workflow writes the final status.
+A run writes to the lake only under `holding`, which locks its row: a takeover
+waits until that write is done, and a run that lost its claim cannot write.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ import re
 import socket
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import sqlalchemy as sa
 from dagster import ConfigurableResource
@@ -28,10 +33,20 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _ENGINES: dict[str, sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 _CREATED: set[tuple[str, str]] = set()
+# Claims that runs of this process lost to a takeover: their later steps may not claim again.
+_LOST: dict[tuple[str, str, str, str], str] = {}
+_ERROR_CHARS = 4000
+# The claims each thread holds locked (`holding`): a nested `holding` of the same claim reuses the lock.
+_HELD = threading.local()
 
 
 class JobRefused(Exception):
     """A run may not start: another live run holds the day, or a gate is closed."""
+
+
+class ClaimLost(JobRefused):
+    """A run no longer holds its claim (another run took the day over, or it was released):
+    it may not write the day, and it stops."""
 
 
 @dataclass(frozen=True)
@@ -49,13 +64,18 @@ class JobRecord:
     started_time: dt.datetime | None
     attempts: int
     error: str | None
+    boot_id: str | None = None
+    pid_namespace: str | None = None
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{self.job_id} is {self.status}: run {self.run_id} on {self.host} pid {self.pid}, "
             f"started {self.started_time:%Y-%m-%d %H:%M:%S} UTC, "
             f"last heartbeat {self.heartbeat_time:%Y-%m-%d %H:%M:%S} UTC"
         )
+        if self.status == RUNNING and self.error:
+            text += f"; a step failed ({self.error}) and the run's other steps go on"
+        return text
 
 
 def utcnow() -> dt.datetime:
@@ -83,8 +103,71 @@ def pid_alive(pid: int, started: str | None = None) -> bool:
     return started is None or process_start(pid) in (None, started)
 
 
+def boot_id() -> str | None:
+    """This machine's boot (Linux): a pid is only meaningful within one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def pid_namespace() -> str | None:
+    """This process's pid namespace (Linux), e.g. `pid:[4026531836]`: containers sharing a
+    host name may each have their own, where the same pid is another process."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def process_space() -> dict[str, str | None]:
+    """Where a pid can be checked: the host, its boot and the pid namespace."""
+    return {"host": socket.gethostname(), "boot_id": boot_id(), "pid_namespace": pid_namespace()}
+
+
+def in_this_process_space(record: JobRecord) -> bool:
+    """Whether the claim's pid can be checked from here. Rows of older versions, without a
+    boot id or pid namespace, cannot: their heartbeat decides."""
+    here = process_space()
+    return record.pid is not None and (record.host, record.boot_id, record.pid_namespace) == (
+        here["host"], here["boot_id"], here["pid_namespace"]
+    )  # fmt: skip
+
+
+@dataclass
+class Claim:
+    """A run's hold on a workflow and day, as its step sees it while it runs."""
+
+    tracker: "TrackerResource"
+    job: str
+    run_id: str
+    lost_reason: str | None = field(default=None)
+
+    @property
+    def lost(self) -> bool:
+        return self.lost_reason is not None
+
+    def holding(self):
+        """The guard of the lake's commit: the claim, checked and locked while the renames run."""
+        if self.lost_reason:
+            raise ClaimLost(self.lost_reason)
+        return self.tracker.holding(self.job, self.run_id)
+
+    def check(self) -> None:
+        if self.lost_reason:
+            raise ClaimLost(self.lost_reason)
+
+
 def job_id(workflow: str, day: str) -> str:
     return f"{workflow}_{day}"
+
+
+def redacted(url: str) -> str:
+    """The database URL with its password masked, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: nothing of it is safe to show
+        return "(not a URL)"
 
 
 def _engine(url: str) -> sa.Engine:
@@ -116,7 +199,8 @@ class TrackerResource(ConfigurableResource):
     table: str = Field(default="job_tracker", description="Table name (an SQL identifier)")
     heartbeat_seconds: float = Field(default=15.0, description="How often a running job proves it is alive")
     stale_after_seconds: float = Field(
-        default=180.0, description="A claim from another host whose heartbeat is older than this is stale"
+        default=180.0,
+        description="A claim from another host, boot or pid namespace whose heartbeat is older than this is stale",
     )
 
     def check_config(self) -> None:
@@ -124,7 +208,8 @@ class TrackerResource(ConfigurableResource):
         at definition time the fields may still be unresolved `EnvVar`s."""
         if not _IDENTIFIER.match(self.table):
             raise ValueError(
-                f"tracker table '{self.table}' is not a valid SQL identifier ([A-Za-z_][A-Za-z0-9_]*)"
+                f"CAPSTONE_TRACKER_TABLE='{self.table}' is not a valid SQL identifier: use letters, digits and "
+                "underscores, not starting with a digit, at most 63 characters (e.g. job_tracker)"
             )
         if self.url.startswith(("postgresql://", "postgres://")):
             raise ValueError(
@@ -133,7 +218,7 @@ class TrackerResource(ConfigurableResource):
             )
         if not self.url.startswith(("postgresql+psycopg2://", "sqlite:///")):
             raise ValueError(
-                f"unsupported CAPSTONE_TRACKER_URL '{self.url}': use postgresql+psycopg2://… or sqlite:///…"
+                f"unsupported CAPSTONE_TRACKER_URL '{redacted(self.url)}': use postgresql+psycopg2://… or sqlite:///…"
             )
 
     # ------------------------------------------------------------------ schema
@@ -154,27 +239,75 @@ class TrackerResource(ConfigurableResource):
             sa.Column("started_time", sa.DateTime),
             sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
             sa.Column("error", sa.Text),
+            # Added after the first version: `_upgrade` adds them to an existing table.
+            sa.Column("boot_id", sa.String(64)),
+            sa.Column("pid_namespace", sa.String(64)),
         )
 
+    @property
+    def _postgres(self) -> bool:
+        return self.url.startswith("postgresql")
+
+    def _create_or_upgrade(self, engine: sa.Engine, table: sa.Table) -> None:
+        try:
+            table.metadata.create_all(engine, checkfirst=True)
+        except sa.exc.DBAPIError:
+            # Another process created it between the check and the CREATE.
+            if not sa.inspect(engine).has_table(self.table):
+                raise
+        self._upgrade(engine, table)
+
+    def _upgrade(self, engine: sa.Engine, table: sa.Table) -> None:
+        """Adds the columns a table created by an older version lacks; nothing is dropped.
+
+        Safe when several processes start at once: PostgreSQL skips a column another
+        added first (IF NOT EXISTS, under the table's lock); SQLite reports a duplicate,
+        and the column is then checked for."""
+        existing = {column["name"] for column in sa.inspect(engine).get_columns(self.table)}
+        for column in table.columns:
+            if column.name in existing:
+                continue
+            assert column.nullable, f"a new tracker column must be nullable: {column.name}"
+            kind = column.type.compile(dialect=engine.dialect)
+            if_absent = "IF NOT EXISTS " if self._postgres else ""
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE {self.table} ADD COLUMN {if_absent}{column.name} {kind}"
+                    )
+            except sa.exc.DBAPIError:
+                if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(self.table)}:
+                    raise
+
     @contextmanager
-    def _transaction(self) -> Iterator[tuple[sa.Connection, sa.Table]]:
-        """One transaction: commit on success, roll back on error, connection returned."""
+    def _transaction(self, lock: bool = False) -> Iterator[tuple[sa.Connection, sa.Table]]:
+        """One transaction: commit on success, roll back on error, connection returned.
+
+        With `lock`, on SQLite a write transaction from its first statement (no other
+        writer can commit until it ends); on PostgreSQL the caller locks its rows."""
         self.check_config()
         table = self._table()
         engine = _engine(self.url)
         if (self.url, self.table) not in _CREATED:
-            try:
-                table.metadata.create_all(engine, checkfirst=True)
-            except sa.exc.DBAPIError:
-                # Another process created it between the check and the CREATE.
-                if not sa.inspect(engine).has_table(self.table):
-                    raise
+            self._create_or_upgrade(engine, table)
             _CREATED.add((self.url, self.table))
         with engine.begin() as connection:
+            if lock and not self._postgres:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
             yield connection, table
 
+    @contextmanager
+    def _locked(self, job: str) -> Iterator[tuple[sa.Connection, sa.Table, JobRecord | None]]:
+        """The job's row, locked against every other writer until the transaction ends."""
+        with self._transaction(lock=True) as (conn, table):
+            query = sa.select(table).where(table.c.job_id == job)
+            if self._postgres:
+                query = query.with_for_update()
+            row = conn.execute(query).mappings().first()
+            yield conn, table, JobRecord(**row) if row else None
+
     def _insert(self, table: sa.Table):
-        dialect = postgresql if self.url.startswith("postgresql") else sqlite
+        dialect = postgresql if self._postgres else sqlite
         return dialect.insert(table)
 
     # ------------------------------------------------------------------- reads
@@ -204,33 +337,70 @@ class TrackerResource(ConfigurableResource):
             ).all()
         return {day: status for day, status in rows}
 
-    # ------------------------------------------------------------------ writes
+    # ------------------------------------------------------------------ claims
     def assign_job_id(self, workflow: str, day: str) -> str:
         return job_id(workflow, day)
 
-    def is_live(self, record: JobRecord, now: dt.datetime | None = None) -> bool:
-        """Whether a running claim may still belong to a live process (SPEC.md §6)."""
+    def is_live(
+        self,
+        record: JobRecord,
+        now: dt.datetime | None = None,
+        run_ended: Callable[[str], bool] | None = None,
+    ) -> bool:
+        """Whether a running claim may still belong to a live run (SPEC.md §6).
+
+        A claim whose Dagster run has ended (`run_ended`) is not; in this host, boot
+        and pid namespace, its pid decides; anywhere else its heartbeat."""
         if record.status != RUNNING:
             return False
-        if record.host == socket.gethostname() and record.pid is not None:
+        if run_ended is not None and record.run_id is not None and run_ended(record.run_id):
+            return False
+        if in_this_process_space(record):
             return pid_alive(record.pid, record.pid_started)
         lapsed = (now or utcnow()) - dt.timedelta(seconds=self.stale_after_seconds)
         return record.heartbeat_time is not None and record.heartbeat_time >= lapsed
 
-    def claim(self, workflow: str, day: str, run_id: str) -> JobRecord:
+    def _lost_key(self, job: str, run_id: str) -> tuple[str, str, str, str]:
+        return (self.url, self.table, job, run_id)
+
+    def _lose(self, job: str, run_id: str, holder: JobRecord | None) -> ClaimLost:
+        """Records that `run_id` lost its claim, and says so naming the new holder."""
+        if holder is None:
+            now = "the row is gone"
+        elif holder.run_id == run_id:
+            now = f"its claim was ended ({holder.status}: {holder.error})"
+        else:
+            now = f"{holder.describe()}"
+        message = (
+            f"{job}: run {run_id} lost its claim to run {holder.run_id if holder else None}; {now}. "
+            "It may not write the day and stops; the day is the new holder's."
+        )
+        _LOST[self._lost_key(job, run_id)] = message
+        return ClaimLost(message)
+
+    def claim(
+        self, workflow: str, day: str, run_id: str, run_ended: Callable[[str], bool] | None = None
+    ) -> JobRecord:
         """Marks the job running for `run_id`, or raises JobRefused naming the live holder.
 
-        Re-entrant: the later steps of the run that holds the claim pass.
+        Re-entrant: the later steps of the run that holds the claim pass; a run that
+        lost its claim gets ClaimLost. `run_ended(run_id)` tells whether a Dagster run
+        has ended: its claim is taken over at once, even if its process lives on.
         """
         job = job_id(workflow, day)
+        if self._lost_key(job, run_id) in _LOST:
+            raise ClaimLost(_LOST[self._lost_key(job, run_id)])
         current = self.get_job(job)
         if current is not None and current.run_id == run_id:
-            return current
+            if current.status == RUNNING:
+                return current
+            raise self._lose(job, run_id, current)
         now = utcnow()
+        here = process_space()
         claim = {
             "status": RUNNING,
             "run_id": run_id,
-            "host": socket.gethostname(),
+            **here,
             "pid": os.getpid(),
             "pid_started": process_start(os.getpid()),
             "heartbeat_time": now,
@@ -243,26 +413,30 @@ class TrackerResource(ConfigurableResource):
                 job_id=job, workflow=workflow, trade_dt=day, attempts=1, **claim
             )
             lapsed = now - dt.timedelta(seconds=self.stale_after_seconds)
+            # In this process space the pid decides (below); elsewhere the heartbeat.
+            same_space = sa.and_(*(table.c[name].is_not_distinct_from(value) for name, value in here.items()))
             conn.execute(
                 statement.on_conflict_do_update(
                     index_elements=[table.c.job_id],
                     set_={**claim, "attempts": table.c.attempts + 1},
-                    # On this host the pid decides (below); elsewhere the heartbeat.
-                    where=(table.c.status != RUNNING)
-                    | ((table.c.heartbeat_time < lapsed) & (table.c.host != claim["host"])),
+                    where=(table.c.status != RUNNING) | ((table.c.heartbeat_time < lapsed) & ~same_space),
                 )
             )
         holder = self.get_job(job)
         if holder.run_id == run_id:
             return holder
-        same_host = holder.host == socket.gethostname() and holder.pid is not None
-        if same_host and not pid_alive(holder.pid, holder.pid_started):
-            # The holder died on this host (killed, OOM): take over at once, but only
-            # if nobody else did first (compare-and-set on its run id).
+        if not self.is_live(holder, now, run_ended):
+            # The holder died in this process space (killed, OOM), or its Dagster run ended:
+            # take over at once, unless someone else did first or it proved alive since.
             with self._transaction() as (conn, table):
                 taken = conn.execute(
                     sa.update(table)
-                    .where(table.c.job_id == job, table.c.run_id == holder.run_id, table.c.status == RUNNING)
+                    .where(
+                        table.c.job_id == job,
+                        table.c.run_id == holder.run_id,
+                        table.c.status == RUNNING,
+                        table.c.heartbeat_time.is_not_distinct_from(holder.heartbeat_time),
+                    )
                     .values(**claim, attempts=table.c.attempts + 1)
                 ).rowcount
             if taken == 1:
@@ -273,7 +447,29 @@ class TrackerResource(ConfigurableResource):
             "Two runs of the same workflow and day never run at once."
         )
 
+    @contextmanager
+    def holding(self, job: str, run_id: str) -> Iterator[JobRecord]:
+        """Checks that `run_id` holds the claim and keeps it locked while the body runs.
+
+        The lake's renames run inside: a takeover's UPDATE waits until they are done, so
+        nothing is written under a claim that was lost after it was checked. Raises
+        ClaimLost, naming the new holder, when the run no longer holds the claim."""
+        key = self._lost_key(job, run_id)
+        held = _HELD.__dict__.setdefault("claims", {})
+        if key in held:  # already locked by this thread: a second lock would wait for itself
+            yield held[key]
+            return
+        with self._locked(job) as (_, _, record):
+            if record is None or record.run_id != run_id or record.status != RUNNING:
+                raise self._lose(job, run_id, record)
+            held[key] = record
+            try:
+                yield record
+            finally:
+                del held[key]
+
     def heartbeat(self, job: str, run_id: str) -> bool:
+        """Refreshes the claim; False when `run_id` no longer holds it."""
         with self._transaction() as (conn, table):
             return (
                 conn.execute(
@@ -285,24 +481,63 @@ class TrackerResource(ConfigurableResource):
             )
 
     @contextmanager
-    def heartbeating(self, job: str, run_id: str) -> Iterator[None]:
-        """Refreshes the claim's heartbeat in the background while the body runs."""
+    def heartbeating(
+        self, job: str, run_id: str, on_lost: Callable[[str], None] | None = None
+    ) -> Iterator[Claim]:
+        """Refreshes the claim's heartbeat in the background while the body runs.
+
+        A beat that finds the claim taken over marks the yielded Claim lost (its
+        `holding` then refuses at once) and calls `on_lost` with the reason."""
+        claim = Claim(self, job, run_id)
         stop = threading.Event()
 
         def beat() -> None:
             while not stop.wait(self.heartbeat_seconds):
                 try:
-                    self.heartbeat(job, run_id)
+                    if self.heartbeat(job, run_id):
+                        continue
+                    claim.lost_reason = str(self._lose(job, run_id, self.get_job(job)))
                 except Exception:  # a missed beat is retried; the run goes on
-                    pass
+                    continue
+                if on_lost is not None:
+                    on_lost(claim.lost_reason)
+                return
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{job}", daemon=True)
         thread.start()
         try:
-            yield
+            yield claim
         finally:
             stop.set()
             thread.join(timeout=5)
+
+    # ------------------------------------------------------------ final status
+    def note_failure(self, job: str, run_id: str, error: str) -> bool:
+        """Records a failed step's error on the run's claim, which stays `running`: the
+        run's other steps go on, and the day stays held until the run ends (`finish`)."""
+        with self._locked(job) as (conn, table, record):
+            if record is None or record.run_id != run_id or record.status != RUNNING:
+                return False
+            errors = "; ".join(e for e in (record.error, error) if e)[:_ERROR_CHARS]
+            conn.execute(
+                sa.update(table).where(table.c.job_id == job).values(error=errors, updated_time=utcnow())
+            )
+        return True
+
+    def finish(self, job: str, run_id: str, error: str | None = None) -> str | None:
+        """Ends the run's claim: `failed` with its steps' noted errors and `error`, else
+        `success`. Returns the status written, or None if `run_id` no longer holds it."""
+        with self._locked(job) as (conn, table, record):
+            if record is None or record.run_id != run_id or record.status != RUNNING:
+                return None
+            errors = "; ".join(e for e in (record.error, error) if e)[:_ERROR_CHARS] or None
+            status = FAILED if errors else SUCCESS
+            conn.execute(
+                sa.update(table)
+                .where(table.c.job_id == job)
+                .values(status=status, error=errors, updated_time=utcnow())
+            )
+        return status
 
     def update_status(
         self, job: str, status: str, run_id: str | None = None, error: str | None = None

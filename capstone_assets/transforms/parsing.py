@@ -15,13 +15,19 @@ from capstone_assets import schemas
 
 # `\z` is the absolute end: Java's `$` would also match before a trailing CR.
 INT_RE = r"^[+-]?[0-9]+\z"
-PRICE_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\z"
+# Possessive loops: a long digit string that fails at its end is rejected in linear
+# time (greedy ones backtrack quadratically, minutes for 100,000 digits).
+PRICE_RE = r"^[+-]?+([0-9]++\.?+[0-9]*+|\.[0-9]++)([eE][+-]?+[0-9]++)?+\z"
 DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\z"
 TIMESTAMP_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?\z"
 BLANK_RE = r"^[ \t]*\z"
-# RFC 8259 whitespace around one object. Spark's JSON reader ignores anything
-# after the first value, so trailing content is caught here and by the wrapper.
+# RFC 8259 whitespace around one object (see `_is_one_json_object`); the flat
+# shape has no bracket inside, as every record of the feed.
 JSON_OBJECT_SHAPE_RE = r"(?s)^[ \t\r\n]*\{.*\}[ \t\r\n]*\z"
+JSON_FLAT_OBJECT_SHAPE_RE = r"^[ \t\r\n]*+\{[^\[\]{}]*+\}[ \t\r\n]*+\z"
+# A JSON string literal; possessive loops keep Java's regex from recursing per character.
+JSON_STRING_RE = r'(?s)"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+JSON_BRACKET_RE = r"[\[\]{}]"
 JSON_OPTIONS = {
     "mode": "PERMISSIVE",
     "columnNameOfCorruptRecord": "_corrupt_record",
@@ -29,6 +35,8 @@ JSON_OPTIONS = {
     "allowNonNumericNumbers": "false",
     "allowNumericLeadingZeros": "false",
     "allowUnquotedControlChars": "false",
+    # RFC 8259 numbers and SPEC.md lines have no length limit (Jackson stops at 1,000 digits).
+    "maxNumLen": str(2**31 - 1),
 }
 
 CSV_TRADE_FIELDS = 9
@@ -78,9 +86,37 @@ def _parse_date(raw: Column) -> Column:
     return F.when(raw.rlike(DATE_RE), raw.try_cast("date"))
 
 
+def _is_one_json_object(line: Column) -> Column:
+    """Whether a JSON line whose first value is a valid object holds nothing else.
+
+    Spark's JSON reader stops after the first value and ignores the rest, so
+    the rest is checked here, without a second parse. The line must end in `}`
+    and that `}` must close the object that opens the line: with the string
+    literals removed, the brackets left are the structure, and the depth after
+    each of them must stay above zero until the last. Anything after the first
+    object would hold a bracket of its own or end in something else. A line
+    with no bracket inside its braces (every record of the feed) passes on its
+    shape alone: its only `}` is its last character.
+    """
+    brackets = F.regexp_extract_all(F.regexp_replace(line, JSON_STRING_RE, ""), F.lit(JSON_BRACKET_RE), 0)
+    after_the_first = F.slice(brackets, 2, F.greatest(F.size(brackets) - 2, F.lit(0)))
+
+    def depth_after(depth: Column, bracket: Column) -> Column:
+        # Once the opening object has closed (depth 0), it stays closed.
+        return F.when(depth <= 0, 0).when(bracket.isin("{", "["), depth + 1).otherwise(depth - 1)
+
+    closes_at_the_end = F.aggregate(after_the_first, F.lit(1), depth_after) > 0
+    # `when` evaluates the fold only for the lines that need it (an `|` would not).
+    return F.when(line.rlike(JSON_FLAT_OBJECT_SHAPE_RE), True).otherwise(
+        line.rlike(JSON_OBJECT_SHAPE_RE) & closes_at_the_end
+    )
+
+
 def _raw_fields(lines: DataFrame) -> DataFrame:
     """Each line's fields as strings, from CSV positions or JSON keys."""
     is_csv = F.col("format") == "csv"
+    # The line is the value of `record`: Spark's `_corrupt_record` then never
+    # meets a key of the line. It is still one parse per line.
     wrapped = F.concat(F.lit('{"record":'), F.col("line"), F.lit("}"))
     # Split or parse each line once, into columns of their own: referenced by
     # every field below, they are not re-evaluated per field.
@@ -100,9 +136,7 @@ def _raw_fields(lines: DataFrame) -> DataFrame:
 
     json_is_trade = record["event_type"] == "T"
     bad_json = ~F.col("is_csv") & (
-        F.col("json._corrupt_record").isNotNull()
-        | record.isNull()
-        | ~F.col("line").rlike(JSON_OBJECT_SHAPE_RE)
+        F.col("json._corrupt_record").isNotNull() | record.isNull() | ~_is_one_json_object(F.col("line"))
     )
     return split.select(
         "line",
