@@ -143,8 +143,10 @@ def test_a_killed_run_is_taken_over_by_the_next(env, tmp_path):
 
 
 def test_a_failing_run_records_failed_and_a_rerun_succeeds(env, tmp_path):
-    (tmp_path / "not-a-folder").write_text("a file where the lake should be")
-    broken = {**env, "CAPSTONE_LAKE_ROOT": str(tmp_path / "not-a-folder" / "lake")}
+    # A file where raw_trades' folder must go: the configuration is valid, the run's write fails.
+    (tmp_path / "broken_lake").mkdir()
+    (tmp_path / "broken_lake" / "raw_trades").write_text("a file where a folder must go")
+    broken = {**env, "CAPSTONE_LAKE_ROOT": str(tmp_path / "broken_lake")}
     failed = run_script("run_preprocessing.sh", "2020-08-05", broken)
     assert failed.returncode != 0
     record = tracker_of(env).get_job("preprocessing_2020-08-05")
