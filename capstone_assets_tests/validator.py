@@ -2,9 +2,19 @@
 
 It shares no code with `capstone_assets` (not even its regular expressions or
 reason names) and works on the bytes of a landing file, line by line, the way
-SPEC.md describes it rather than the way Spark reads it. Where SPEC.md is
-silent the choice made here is marked `SPEC-silent` and the generators of
-`test_hostile_input.py` do not produce such input (see `Unspecified`).
+SPEC.md describes it rather than the way Spark reads it: `bytes.decode` with
+U+FFFD for each maximal ill-formed subpart, `str.split("\n")`, Python's `json`
+(a repeated key keeps its last value) with the number tokens kept as text.
+
+Where SPEC.md is silent, the generators of `test_hostile_input.py` stay away
+and the choice made here is only a guess:
+* a year 0000 (`0000-08-05`) is `bad_timestamp` here (Python has no year 0;
+  Spark accepts it);
+* a JSON float, array or object where text belongs (symbol, exchange,
+  execution_id) raises `Unspecified`;
+* JSON nested deeper than Python's recursion limit is `bad_json` here, and so
+  it is for Spark's JSON reader beyond 1,000 levels; keys of over 50,000
+  characters are not generated (Spark's JSON reader rejects them).
 """
 
 from __future__ import annotations
@@ -83,7 +93,7 @@ def parse_date(text) -> dt.date:
         raise Rejected("bad_timestamp")
     try:
         return dt.date(*(int(g) for g in match.groups()))
-    except ValueError:  # 2020-02-30, month 13, and year 0000 (see the README of the tests)
+    except ValueError:  # 2020-02-30, month 13, and year 0000 (SPEC-silent, see above)
         raise Rejected("bad_timestamp") from None
 
 
@@ -162,9 +172,8 @@ def judge_csv(line: str, day: dt.date) -> Fate:
     if len(fields) != CSV_FIELDS[rec_type]:
         raise Rejected("field_count")
     names = ["trade_dt", "arrival_tm", "rec_type", "symbol", "event_tm", "event_seq_nb", "exchange",
-             "price_1", "size_1", "price_2", "size_2"]  # fmt: skip
-    raw = dict(zip(names, fields)) | {"execution_id": None}
-    return _judge(rec_type, {n: raw.get(n) for n in [*names, "execution_id"]}, day)
+             "price_1", "size_1", "price_2", "size_2", "execution_id"]  # fmt: skip
+    return _judge(rec_type, {name: fields[i] if i < len(fields) else None for i, name in enumerate(names)}, day)
 
 
 def _reject_constant(name: str):
