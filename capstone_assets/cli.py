@@ -6,7 +6,7 @@ capstone-jobs status JOB_ID          # the status word, for scripts
 capstone-jobs release JOB_ID [--yes] # a stuck claim; never a live run
 capstone-jobs last-trading-day
 capstone-jobs check-day DAY          # exit 2 unless DAY is a trading day with a partition
-capstone-jobs check-config           # exit 2 on a malformed setting or an unreachable Spark master
+capstone-jobs check-config           # exit 2 on a malformed setting, an unreachable Spark master or tracker
 
 Every refusal is one line on stderr that says what to fix.
 """
@@ -28,7 +28,14 @@ from capstone_assets.partitions import (
     trading_day_partitions,
 )
 from capstone_assets.resources.spark import SparkMasterUnreachable, check_master
-from capstone_assets.resources.tracker import JobRecord, JobRefused, TrackerResource, redacted, utcnow
+from capstone_assets.resources.tracker import (
+    JobRecord,
+    JobRefused,
+    TrackerResource,
+    TrackerUnreachable,
+    redacted,
+    utcnow,
+)
 
 
 def tracker_from_env() -> TrackerResource:
@@ -143,6 +150,7 @@ def _cmd_check_day(args, tracker) -> int:
 def _cmd_check_config(args, tracker) -> int:
     settings.check()
     check_master(settings.value("SPARK_MASTER"))
+    tracker_from_env().ping()
     return 0
 
 
@@ -164,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check-day", help="exit 2 unless DAY is a trading day with a partition").add_argument(
         "day"
     )
-    sub.add_parser("check-config", help="exit 2 on a malformed setting or an unreachable Spark master")
+    sub.add_parser(
+        "check-config", help="exit 2 on a malformed setting, an unreachable Spark master or tracker database"
+    )
     args = parser.parse_args(argv)
     handlers = {
         "list": _cmd_list, "show": _cmd_show, "status": _cmd_status, "release": _cmd_release,
@@ -176,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args, tracker_from_env() if needs_tracker else None)
     except (ValueError, SparkMasterUnreachable) as error:
         print(f"capstone-jobs: {error}", file=sys.stderr)
+        return 2
+    except TrackerUnreachable as error:
+        print(f"capstone-jobs: {error}: start it or fix CAPSTONE_TRACKER_URL", file=sys.stderr)
         return 2
     except sa.exc.SQLAlchemyError as error:
         # Its message holds the driver's first line, never the URL; the URL is shown without password.

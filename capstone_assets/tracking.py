@@ -52,6 +52,7 @@ from capstone_assets.resources.tracker import (
     ClaimLost,
     JobRefused,
     TrackerResource,
+    TrackerUnreachable,
     job_id,
 )
 
@@ -228,6 +229,11 @@ def tracked_step(
         tracker.claim(workflow, day, run_id, run_ended=run_ended(context.instance))
     except JobRefused as refusal:
         raise Failure(description=str(refusal), allow_retries=False) from None
+    except TrackerUnreachable as unreachable:
+        raise Failure(
+            description=f"Refusing to start {job}: {unreachable}. Nothing was run or written.",
+            allow_retries=False,
+        ) from None
     context.log.info(f"{job}: claimed by run {run_id}")
     for warning in warnings:
         context.log.warning(warning)
@@ -241,6 +247,16 @@ def tracked_step(
         # The day is another run's now: its row is not touched.
         context.log.error(str(lost))
         raise Failure(description=str(lost), allow_retries=False) from None
+    except TrackerUnreachable as unreachable:
+        # Its row cannot be written: it stays `running` under this run, whose process ends
+        # with the failure, so the next run of the day takes the claim over.
+        message = (
+            f"{job} lost its tracker while running: {unreachable}. The day was not committed (its "
+            "previous version stays) and its row stays running until the next run takes it over: "
+            "at once on this host once this run's process has ended, else after the heartbeat lapses"
+        )
+        context.log.error(message)
+        raise Failure(description=message, allow_retries=False) from None
     except BaseException as error:
         text = f"{step}: " + _error_text(error)
         try:
@@ -261,8 +277,16 @@ def tracked_step(
     incomplete = (
         f"incomplete: {', '.join(stale)} not up to date with the latest ingestion of {day}" if stale else None
     )
-    error = "; ".join(filter(None, (_unrecorded_failures(tracker, job, context, workflow), incomplete)))
-    status = tracker.finish(job, run_id, error=error or None)
+    try:
+        error = "; ".join(filter(None, (_unrecorded_failures(tracker, job, context, workflow), incomplete)))
+        status = tracker.finish(job, run_id, error=error or None)
+    except TrackerUnreachable as unreachable:
+        message = (
+            f"{job}: the day was written but its status could not be recorded: {unreachable}. Its row "
+            "stays running until the next run takes it over; run the day again once the tracker is back"
+        )
+        context.log.error(message)
+        raise Failure(description=message, allow_retries=False) from None
     if status == SUCCESS:
         context.log.info(f"{job}: success")
     elif status == FAILED:

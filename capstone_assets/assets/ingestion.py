@@ -20,6 +20,7 @@ from capstone_assets.jobs import PREPROCESSING
 from capstone_assets.partitions import previous_trading_day, trading_day_partitions
 from capstone_assets.resources import LakeResource, QualityResource, TrackerResource
 from capstone_assets.resources.lake import StagedDay, landing_exchange
+from capstone_assets.resources.landing import Changes, LandingProblem, LandingZone, Listing, unreadable_file
 from capstone_assets.resources.tracker import Claim
 from capstone_assets.transforms import parsing, quality
 
@@ -46,11 +47,11 @@ SUMMARY_SYMBOLS = 50
 REJECT_PREVIEW_LINES = 5
 
 
-def read_landing_lines(spark: SparkSession, lake: LakeResource, day: str, log) -> tuple[DataFrame, int]:
+def read_landing_lines(spark: SparkSession, listing: Listing, day: str, root: str, log) -> DataFrame:
     """The day's non-blank landing lines, every batch file of every exchange, each in its format."""
-    files = lake.landing_files(spark, day)
-    for path in files.skipped:
-        log.info(f"Skipping {path}: not a data file (hidden, marker or folder)")
+    by_format: dict[str, list[str]] = {}
+    for f in listing.files:
+        by_format.setdefault(f.read_as, []).append(f.path)
     frames = [
         spark.read.option("lineSep", "\n")
         .text(paths)
@@ -62,13 +63,81 @@ def read_landing_lines(spark: SparkSession, lake: LakeResource, day: str, log) -
             F.col("_metadata.file_path").alias("source_file"),
             F.lit(fmt).alias("format"),
         )
-        for fmt, paths in files.by_format.items()
-        if paths
+        for fmt, paths in sorted(by_format.items())
     ]
     if not frames:
-        log.warning(f"No landing files for {day} under {lake.landing_root}: writing empty datasets")
+        log.warning(f"No landing files for {day} under {root}: writing empty datasets")
         frames = [spark.createDataFrame([], "value string, source_file string, format string")]
-    return parsing.clean_lines(reduce(DataFrame.unionByName, frames)), files.count
+    return parsing.clean_lines(reduce(DataFrame.unionByName, frames))
+
+
+def report_surprises(listing: Listing, day: str, root: str, log) -> None:
+    """Logs what of the day's landing zone is not read, and why (README: landing-zone surprises)."""
+    for path in listing.skipped:
+        log.info(f"Skipping {path}: not a data file (hidden, marker, copy in progress or misplaced)")
+    for folder in listing.empty_exchanges:
+        log.warning(
+            f"{root}/{folder} holds no data file: nothing of exchange {folder.rsplit('/', 1)[1]} for "
+            f"{day} yet (a late or failed delivery?)"
+        )
+    for folder in listing.other_formats:
+        log.warning(
+            f"{root}/{folder} is not read: '{folder.split('/', 1)[0]}' is not a landing format "
+            "(csv or json); move its files under csv/ or json/ to ingest them"
+        )
+
+
+def landing_unchanged(zone: LandingZone, day: str, read: Listing, log) -> None:
+    """Raises LandingProblem when a file read for the day changed or vanished while it was read:
+    what was read may be a half-written file. A file that appeared is not in this run; the
+    landing sensor's next tick sees it and runs the day again."""
+    changes = Changes.between(read, zone.listing(day))
+    if changes.appeared:
+        log.warning(
+            f"{day}: {len(changes.appeared)} landing file(s) appeared while the day was read and are not "
+            f"in this run ({', '.join(changes.appeared[:5])}): the landing sensor runs the day again, "
+            "or run it again by hand"
+        )
+    moved = [f"{p} (changed)" for p in changes.changed] + [f"{p} (vanished)" for p in changes.vanished]
+    if moved:
+        raise LandingProblem(
+            f"The landing files of {day} changed while they were read: {', '.join(moved[:5])}"
+            f"{f' and {len(moved) - 5} more' if len(moved) > 5 else ''}. Nothing was committed: the day "
+            "keeps its previous version. A delivery still being written? Run the day again once its "
+            "files are complete (the landing sensor does so when it sees them change)."
+        )
+
+
+def read_failure(error: BaseException, zone: LandingZone, day: str, read: Listing) -> LandingProblem | None:
+    """The error a Spark job's failure to read a landing file means to an operator, if it was one."""
+    unreadable = unreadable_file(error)
+    if unreadable is None:
+        return None
+    path, cause = unreadable
+    changes = Changes.between(read, zone.listing(day))
+    if changes.changed or changes.vanished:
+        return LandingProblem(
+            f"The landing files of {day} changed while they were read "
+            f"({', '.join(changes.changed + changes.vanished)}): reading {path} failed ({cause}). "
+            "Nothing was committed: the day keeps its previous version. Run the day again once its "
+            "files are complete."
+        )
+    return LandingProblem(
+        f"Cannot read landing file {path}: {cause}. Nothing was committed: the day keeps its previous "
+        "version. Repair or remove the file (e.g. re-deliver a truncated upload), then run the day again."
+    )
+
+
+def other_dates(spark: SparkSession, rejects_path: str) -> list[Row]:
+    """Per landing file, its lines rejected for a `trade_dt` other than its folder's date."""
+    rejects = spark.read.schema(schemas.RAW_REJECTS).parquet(rejects_path)
+    return (
+        rejects.where(F.col("reason") == "trade_dt_mismatch")
+        .groupBy("source_file")
+        .count()
+        .orderBy("source_file")
+        .collect()
+    )
 
 
 def summarize(spark: SparkSession, lines: DataFrame, staged: dict[str, StagedDay]) -> list[Row]:
@@ -143,18 +212,34 @@ def _ingest(
     claim: Claim,
 ):
     day = context.partition_key
-    lines, file_count = read_landing_lines(session, lake, day, context.log)
+    zone = LandingZone(session, lake.landing_root)
+    listing = zone.listing(day)
+    file_count = len(listing.files)
+    report_surprises(listing, day, zone.root, context.log)
+    lines = read_landing_lines(session, listing, day, zone.root, context.log)
     # Each line is read and parsed once: the three outputs are written from this
     # cached copy (spilled to disk when it does not fit in memory).
     parsed = parsing.parse_lines(lines, day).persist(StorageLevel.MEMORY_AND_DISK)
     staged = {}
     try:
-        for asset, (select, _, _) in OUTPUTS.items():
-            staged[asset] = lake.stage(session, select(parsed), asset, day)
-            context.log.info(f"{day}: {asset} written to staging")
-        summary = summarize(session, lines, staged)
+        try:
+            for asset, (select, _, _) in OUTPUTS.items():
+                staged[asset] = lake.stage(session, select(parsed), asset, day)
+                context.log.info(f"{day}: {asset} written to staging")
+            summary = summarize(session, lines, staged)
+        except Exception as error:
+            problem = read_failure(error, zone, day, listing)
+            if problem is None:
+                raise
+            raise problem from error
+        landing_unchanged(zone, day, listing, context.log)
         per_exchange = per_exchange_counts(summary)
         identity = checks.require(checks.lines_accounted_for(per_exchange), day)
+        for row in other_dates(session, staged["raw_rejects"].path):
+            context.log.warning(
+                f"{day}: {row['count']} line(s) of {row['source_file']} are dated other than {day} and were "
+                "rejected (trade_dt_mismatch): was the file delivered into the wrong day's folder?"
+            )
         paths = lake.commit_all(session, staged, guard=claim.holding)
     except BaseException:
         for staged_day in staged.values():
@@ -165,7 +250,7 @@ def _ingest(
     context.log.info(f"{day}: {file_count} files; {identity.description}")
 
     previous_day = previous_trading_day(dt.date.fromisoformat(day)).isoformat()
-    previous_exchanges = {landing_exchange(p) for p in lake.landing_files(session, previous_day).paths}
+    previous_exchanges = {landing_exchange(f.path) for f in zone.listing(previous_day).files}
     outcomes = [
         identity,
         checks.reject_rate(per_exchange, quality.reject_rate_threshold),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -36,6 +37,24 @@ from capstone_assets.resources.spark import spark_config
 
 HIDDEN = (".", "_")
 COPYING = "._COPYING_"
+# Spark's FAILED_READ_FILE error names the file it could not read.
+_FAILED_READ = re.compile(r"while reading file (\S+?)\.?(?:\s|$)")
+_CAUSE = re.compile(r"Caused by: ([^\n]+)")
+
+
+class LandingProblem(RuntimeError):
+    """A day's landing files cannot be ingested as they are. The run fails with this one
+    message; nothing of the day was committed, so its previous version stays."""
+
+
+def unreadable_file(error: BaseException) -> tuple[str, str] | None:
+    """(path, the innermost cause) when a Spark job failed reading one file, else None."""
+    text = str(error)
+    found = _FAILED_READ.search(text)
+    if found is None:
+        return None
+    causes = _CAUSE.findall(text)
+    return found.group(1), (causes[-1] if causes else text.strip().splitlines()[0]).strip()
 
 
 @dataclass(frozen=True)
@@ -52,6 +71,10 @@ class LandingFile:
 class Listing:
     files: list[LandingFile] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # With a day: its `<format>/<day>/<exchange>` folders that hold no data file, and its
+    # `<other>/<day>` folders under a top-level folder that is not a format (never read).
+    empty_exchanges: list[str] = field(default_factory=list)
+    other_formats: list[str] = field(default_factory=list)
 
     def days(self) -> list[str]:
         return sorted({f.day for f in self.files})
@@ -98,6 +121,25 @@ def local_session() -> SparkSession:
     return spark_session_from_config({**spark_config("local[1]"), "spark.ui.enabled": "false"})
 
 
+@dataclass
+class Changes:
+    """How a day's landing files differ between two listings of it."""
+
+    appeared: list[str]
+    changed: list[str]  # grown, shrunk or rewritten: size or modification time differs
+    vanished: list[str]
+
+    @staticmethod
+    def between(before: Listing, after: Listing) -> Changes:
+        old = {f.path: (f.size, f.modified_ms) for f in before.files}
+        new = {f.path: (f.size, f.modified_ms) for f in after.files}
+        return Changes(
+            appeared=sorted(new.keys() - old.keys()),
+            changed=sorted(p for p in old.keys() & new.keys() if old[p] != new[p]),
+            vanished=sorted(old.keys() - new.keys()),
+        )
+
+
 class LandingZone:
     """One landing root, listed through the Hadoop FileSystem its path resolves to."""
 
@@ -121,7 +163,44 @@ class LandingZone:
                 found.files.append(LandingFile(path, relative, day_of_file, read_as, size, modified))
         found.files.sort(key=lambda f: f.path)
         found.skipped.sort()
+        if day is not None:
+            delivered = {f.relative.rsplit("/", 1)[0] for f in found.files}
+            found.empty_exchanges = [f for f in self._exchange_folders(day) if f not in delivered]
+            found.other_formats = self._other_format_folders(day)
         return found
+
+    def _filesystem(self):
+        root = self.spark._jvm.org.apache.hadoop.fs.Path(self.root)
+        return root, root.getFileSystem(self.spark._jsc.hadoopConfiguration())
+
+    def _exchange_folders(self, day: str) -> list[str]:
+        """The day's exchange folders, as `<format>/<day>/<exchange>`."""
+        root, fs = self._filesystem()
+        folders = []
+        for fmt in FORMATS:
+            day_folder = self.spark._jvm.org.apache.hadoop.fs.Path(root, f"{fmt}/{day}")
+            if fs.exists(day_folder):
+                folders += [
+                    f"{fmt}/{day}/{status.getPath().getName()}"
+                    for status in fs.listStatus(day_folder)
+                    if status.isDirectory() and not status.getPath().getName().startswith(HIDDEN)
+                ]
+        return sorted(folders)
+
+    def _other_format_folders(self, day: str) -> list[str]:
+        """`<name>/<day>` for every top-level folder that is not a format but holds the day."""
+        root, fs = self._filesystem()
+        if not fs.exists(root):
+            return []
+        names = sorted(
+            status.getPath().getName()
+            for status in fs.listStatus(root)
+            if status.isDirectory()
+            and status.getPath().getName() not in FORMATS
+            and not status.getPath().getName().startswith(HIDDEN)
+        )
+        Path = self.spark._jvm.org.apache.hadoop.fs.Path
+        return [f"{name}/{day}" for name in names if fs.exists(Path(root, f"{name}/{day}"))]
 
     def landing_files(self, day: str) -> LandingFiles:
         listing = self.listing(day)

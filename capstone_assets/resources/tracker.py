@@ -36,12 +36,23 @@ _CREATED: set[tuple[str, str]] = set()
 # Claims that runs of this process lost to a takeover: their later steps may not claim again.
 _LOST: dict[tuple[str, str, str, str], str] = {}
 _ERROR_CHARS = 4000
+CONNECT_TIMEOUT_SECONDS = 10
 # The claims each thread holds locked (`holding`): a nested `holding` of the same claim reuses the lock.
 _HELD = threading.local()
 
 
 class JobRefused(Exception):
     """A run may not start: another live run holds the day, or a gate is closed."""
+
+
+class TrackerUnreachable(RuntimeError):
+    """The tracker's PostgreSQL cannot be reached, or its connection was lost. The message
+    names the URL without its password and the driver's first line, never a secret."""
+
+    def __init__(self, url: str, error: BaseException):
+        lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+        reason = f" ({lines[0].strip()})" if lines else ""
+        super().__init__(f"the job tracker database {redacted(url)} is not reachable{reason}")
 
 
 class ClaimLost(JobRefused):
@@ -176,7 +187,10 @@ def _engine(url: str) -> sa.Engine:
             if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             kwargs = (
-                {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+                {"connect_args": {"timeout": 60}}
+                if url.startswith("sqlite")
+                # A server that accepts but never answers fails the connection in seconds too.
+                else {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
             )
             engine = sa.create_engine(url, **kwargs)
             if url.startswith("sqlite"):
@@ -288,13 +302,25 @@ class TrackerResource(ConfigurableResource):
         self.check_config()
         table = self._table()
         engine = _engine(self.url)
-        if (self.url, self.table) not in _CREATED:
-            self._create_or_upgrade(engine, table)
-            _CREATED.add((self.url, self.table))
-        with engine.begin() as connection:
-            if lock and not self._postgres:
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-            yield connection, table
+        try:
+            if (self.url, self.table) not in _CREATED:
+                self._create_or_upgrade(engine, table)
+                _CREATED.add((self.url, self.table))
+            with engine.begin() as connection:
+                if lock and not self._postgres:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                yield connection, table
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+            # A refused, timed-out or dropped connection to PostgreSQL (on SQLite an
+            # OperationalError is a locked or unreadable file: it keeps its own message).
+            if not self._postgres:
+                raise
+            raise TrackerUnreachable(self.url, error) from error
+
+    def ping(self) -> None:
+        """Raises TrackerUnreachable unless the tracker's database answers (and its table exists)."""
+        with self._transaction() as (conn, _):
+            conn.execute(sa.text("SELECT 1"))
 
     @contextmanager
     def _locked(self, job: str) -> Iterator[tuple[sa.Connection, sa.Table, JobRecord | None]]:
