@@ -9,7 +9,7 @@ from pyspark.sql import types as T
 
 from capstone_assets.checks import BlockingCheckFailed
 from capstone_assets.resources import TrackerResource
-from capstone_assets.resources.landing import LandingProblem
+from capstone_assets.resources.lake import LakeProblem
 from capstone_assets.resources.tracker import Claim
 from capstone_assets.tracking import tracked_step
 
@@ -56,7 +56,8 @@ def tracked_results(
     so a run that lost the day cannot write it. When a blocking check fails, the step
     yields that check's failed result (so the UI shows it for the day) and then fails;
     the tracker has noted the failure with the check's name. A landing file that cannot be
-    read as it is fails the step with one sentence saying what to do."""
+    read, or a lake folder that cannot be written, fails the step with one sentence saying
+    what happened and what to do."""
     try:
         with tracked_step(context, tracker, workflow, **gate) as claim:
             results = list(compute(claim))
@@ -64,7 +65,7 @@ def tracked_results(
         context.log.error(str(failed))
         yield failed.outcome.result()
         raise Failure(description=str(failed), allow_retries=False) from None
-    except LandingProblem as problem:  # one sentence for the operator; the cause stays in the log
+    except LakeProblem as problem:  # one sentence for the operator; the cause stays in the log
         context.log.error(str(problem))
         raise Failure(description=str(problem), allow_retries=False) from problem
     yield from results

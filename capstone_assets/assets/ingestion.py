@@ -19,8 +19,8 @@ from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata, markdow
 from capstone_assets.jobs import PREPROCESSING
 from capstone_assets.partitions import previous_trading_day, trading_day_partitions
 from capstone_assets.resources import LakeResource, QualityResource, TrackerResource
-from capstone_assets.resources.lake import StagedDay, landing_exchange
-from capstone_assets.resources.landing import Changes, LandingProblem, LandingZone, Listing, unreadable_file
+from capstone_assets.resources.lake import StagedDay, landing_exchange, unreadable_file
+from capstone_assets.resources.landing import Changes, LandingProblem, LandingZone, Listing
 from capstone_assets.resources.tracker import Claim
 from capstone_assets.transforms import parsing, quality
 

@@ -36,6 +36,40 @@ from pyspark.sql import types as T
 
 from capstone_assets.resources.swap import Slot, Swapper
 
+# Spark's FAILED_READ_FILE error names the file it could not read.
+_FAILED_READ = re.compile(r"while reading file (\S+?)\.?(?:\s|$)")
+_CAUSE = re.compile(r"Caused by: ([^\n]+)")
+
+
+class LakeProblem(RuntimeError):
+    """Files could not be read or written as they are. The step fails with this one
+    message (what happened, what the day looks like now, what to do); the cause is chained."""
+
+
+def unreadable_file(error: BaseException) -> tuple[str, str] | None:
+    """(path, the innermost cause) when a Spark job failed reading one file, else None."""
+    text = str(error)
+    found = _FAILED_READ.search(text)
+    if found is None:
+        return None
+    causes = _CAUSE.findall(text)
+    return found.group(1), (causes[-1] if causes else text.strip().splitlines()[0]).strip()
+
+
+def io_error(spark: SparkSession, error: BaseException) -> str | None:
+    """The innermost java.io.IOException behind a failed Spark call ("No space left on device",
+    "Parent path is not a directory: …"), or None when the failure is not one."""
+    throwable = getattr(error, "java_exception", None)
+    if throwable is None:
+        return None
+    io = spark._jvm.java.lang.Class.forName("java.io.IOException")
+    found, seen = None, 0
+    while throwable is not None and seen < 50:
+        if io.isInstance(throwable):
+            found = throwable
+        throwable, seen = throwable.getCause(), seen + 1
+    return None if found is None else found.toString()
+
 FORMATS = ("csv", "json")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -147,9 +181,19 @@ class LakeResource(ConfigurableResource):
 
     def stage(self, spark: SparkSession, df: DataFrame, asset: str, day: str) -> StagedDay:
         """Writes the day next to the live one; nothing a reader sees changes yet."""
-        self._swapper(spark).remove_abandoned(self._slot(asset, day))
         path = f"{self.asset_root(asset)}/_staging/trade_dt={day}.{uuid.uuid4().hex}"
-        df.drop("trade_dt").write.mode("errorifexists").parquet(path)
+        try:
+            self._swapper(spark).remove_abandoned(self._slot(asset, day))
+            df.drop("trade_dt").write.mode("errorifexists").parquet(path)
+        except Exception as error:
+            cause = None if unreadable_file(error) else io_error(spark, error)
+            if cause is None:  # a landing file that cannot be read, or not a file-system error
+                raise
+            raise LakeProblem(
+                f"Cannot write {asset} for {day} to {path}: {cause}. Nothing was committed: the day "
+                f"keeps its previous version. Free space or fix the lake folder {self.asset_root(asset)} "
+                "(a file where a folder must go, permissions), then run the day again."
+            ) from error
         return StagedDay(asset, day, path)
 
     def commit_all(
@@ -168,9 +212,20 @@ class LakeResource(ConfigurableResource):
             raise ValueError(f"commit_all takes one staged version per asset of one day, not {staged}")
         [day] = days
         with (guard or contextlib.nullcontext)():
-            self._recover(spark, assets, day)
-            swapper = self._swapper(spark)
-            swapper.switch(swapper.begin(day, [(self._slot(s.asset, day), s.path) for s in staged]))
+            try:
+                self._recover(spark, assets, day)
+                swapper = self._swapper(spark)
+                swapper.switch(swapper.begin(day, [(self._slot(s.asset, day), s.path) for s in staged]))
+            except Exception as error:
+                cause = io_error(spark, error)
+                if cause is None:
+                    raise
+                raise LakeProblem(
+                    f"Cannot switch in {', '.join(assets)} for {day} under {self.lake_root}: {cause}. "
+                    "Readers see a whole version of the day: the previous one, unless the switch had "
+                    "begun, which the next run of the day completes. Fix the lake folder, then run the "
+                    "day again."
+                ) from error
         return {asset: self.day_path(asset, day) for asset in assets}
 
     def commit(self, spark: SparkSession, staged: StagedDay, guard: Guard = None) -> str:

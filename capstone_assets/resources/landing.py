@@ -25,36 +25,28 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import SparkSession
 
-from capstone_assets.resources.lake import FORMATS, LandingFiles, absolute, file_format
+from capstone_assets.resources.lake import (
+    FORMATS,
+    LakeProblem,
+    LandingFiles,
+    absolute,
+    file_format,
+)
 from capstone_assets.resources.spark import spark_config
 
 HIDDEN = (".", "_")
 COPYING = "._COPYING_"
-# Spark's FAILED_READ_FILE error names the file it could not read.
-_FAILED_READ = re.compile(r"while reading file (\S+?)\.?(?:\s|$)")
-_CAUSE = re.compile(r"Caused by: ([^\n]+)")
 
 
-class LandingProblem(RuntimeError):
+class LandingProblem(LakeProblem):
     """A day's landing files cannot be ingested as they are. The run fails with this one
     message; nothing of the day was committed, so its previous version stays."""
-
-
-def unreadable_file(error: BaseException) -> tuple[str, str] | None:
-    """(path, the innermost cause) when a Spark job failed reading one file, else None."""
-    text = str(error)
-    found = _FAILED_READ.search(text)
-    if found is None:
-        return None
-    causes = _CAUSE.findall(text)
-    return found.group(1), (causes[-1] if causes else text.strip().splitlines()[0]).strip()
 
 
 @dataclass(frozen=True)
