@@ -230,6 +230,7 @@ def test_a_full_disk_fails_the_write_clearly_and_the_day_keeps_its_version(spark
     assert day_rows(spark, lake) == before
     record = TrackerResource(url=f"sqlite:///{tracker_db}").get_job(JOB)
     assert record.status == "failed" and "No space left on device" in record.error
+    assert not list((lake_root / "raw_trades" / "_staging").glob("trade_dt=*")), "the failed write was left"
 
     filler.unlink()  # the operator frees space and runs the day again
     ok, failure, _ = preprocess(sample_dir, lake_root, tracker_db)

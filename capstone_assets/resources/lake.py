@@ -186,6 +186,8 @@ class LakeResource(ConfigurableResource):
             self._swapper(spark).remove_abandoned(self._slot(asset, day))
             df.drop("trade_dt").write.mode("errorifexists").parquet(path)
         except Exception as error:
+            with contextlib.suppress(Exception):  # what the failed write left (the disk may be full)
+                self.discard(spark, StagedDay(asset, day, path))
             cause = None if unreadable_file(error) else io_error(spark, error)
             if cause is None:  # a landing file that cannot be read, or not a file-system error
                 raise
