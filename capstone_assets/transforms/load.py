@@ -3,8 +3,10 @@
 For each record key the row with the latest `arrival_tm` wins; ties go to the
 greatest values (trades: `trade_pr, trade_size`; quotes: `bid_pr, bid_size,
 ask_pr, ask_size`), then to `execution_id` and `source_file`, so the winner
-never depends on file or line order. `max` over a struct is a hash aggregate:
-no sort of the whole day as a `row_number` window would need.
+never depends on file or line order. `max` over a struct is one aggregate, no
+join. Spark runs it sort-based (a struct is no fixed-width hash-aggregate buffer):
+each shuffle partition of record keys is sorted, never the whole day in one order
+(test_plans.py).
 """
 
 from __future__ import annotations
