@@ -44,6 +44,7 @@ from pyspark.sql import functions as F
 from capstone_assets import assets
 from capstone_assets.assets.ingestion import read_landing_lines
 from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
+from capstone_assets.resources.landing import LandingZone
 from capstone_assets.transforms import parsing
 from capstone_assets_tests import validator
 
@@ -341,8 +342,8 @@ def tagged(kind: str, frame: DataFrame) -> DataFrame:
 
 def ingest(spark, landing_root: Path, day: str) -> list:
     """Ingestion's reading and parsing of the day: every output row and every line read, in one Spark job."""
-    lake = LakeResource(landing_root=str(landing_root), lake_root=str(landing_root / "_lake"))
-    lines, _ = read_landing_lines(spark, lake, day, logging.getLogger(__name__))
+    listing = LandingZone(spark, str(landing_root)).listing(day)
+    lines = read_landing_lines(spark, listing, day, str(landing_root), logging.getLogger(__name__))
     parsed = parsing.parse_lines(lines, day)
 
     outputs = [
