@@ -16,6 +16,7 @@ defs = Definitions(
     sensors=[
         sensors.landing_sensor,
         sensors.analytical_sensor,
+        sensors.tracker_closing_sensor,
         *alerts.alert_sensors(enabled=bool(settings.value("CAPSTONE_ALERT_WEBHOOK_URL"))),
     ],
     resources={

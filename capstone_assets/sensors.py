@@ -29,11 +29,14 @@ from dataclasses import asdict, dataclass, field
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
+    DefaultSensorStatus,
     EventLogRecord,
     RunRequest,
     RunsFilter,
+    RunStatusChangeRecordsFilter,
     SensorEvaluationContext,
     SensorResult,
     sensor,
@@ -46,7 +49,7 @@ from capstone_assets.partitions import is_trading_day
 from capstone_assets.resources import LakeResource, TrackerResource
 from capstone_assets.resources.landing import LandingZone, local_session
 from capstone_assets.resources.tracker import RUNNING, SUCCESS, JobRefused, job_id
-from capstone_assets.tracking import analytical_gate
+from capstone_assets.tracking import WORKFLOW_ASSETS, analytical_gate
 
 # Records of trades and quotes read per tick: a backlog takes several ticks, none is skipped.
 BATCH = 500
@@ -273,3 +276,55 @@ def analytical_sensor(context: SensorEvaluationContext, tracker: TrackerResource
     if requests:
         return SensorResult(run_requests=requests, cursor=cursor)
     return SensorResult(skip_reason="; ".join(waiting) or "No report due", cursor=cursor)
+
+
+# --------------------------------------------------------------------------- ended runs
+ENDED = (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED)
+
+
+def _workflows_of(run) -> list[str]:
+    """The workflows whose assets the run targeted (its whole job when it names no selection)."""
+    if run.asset_selection is None:
+        tagged = run.tags.get("capstone/workflow")
+        return [tagged] if tagged in WORKFLOW_ASSETS else list(WORKFLOW_ASSETS)
+    names = {key.to_user_string() for key in run.asset_selection}
+    return [workflow for workflow, assets in WORKFLOW_ASSETS.items() if names & set(assets)]
+
+
+def close_ended_runs(instance: DagsterInstance, tracker: TrackerResource, after: int) -> tuple[list[str], int]:
+    """Marks `failed` the rows still held by runs that failed or were canceled after storage id
+    `after`; returns the job ids closed and the new cursor."""
+    records = sorted(
+        (
+            record
+            for event_type in ENDED
+            for record in instance.fetch_run_status_changes(
+                RunStatusChangeRecordsFilter(event_type, after_storage_id=after), limit=BATCH, ascending=True
+            ).records
+        ),
+        key=lambda record: record.storage_id,
+    )[:BATCH]  # both lists are complete up to the smallest of their last ids: keep what is below
+    closed = []
+    for record in records:
+        run = instance.get_run_by_id(record.run_id)
+        day = run.tags.get(PARTITION_NAME_TAG) if run is not None else None
+        if day is None:
+            continue
+        ended = "canceled" if record.event_log_entry.dagster_event_type == DagsterEventType.RUN_CANCELED else "failed"
+        for workflow in _workflows_of(run):
+            job = job_id(workflow, day)
+            if tracker.finish(job, run.run_id, error=f"run {run.run_id} {ended} before a step recorded the day"):
+                closed.append(job)
+        after = record.storage_id
+    return closed, after
+
+
+@sensor(minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
+def tracker_closing_sensor(context: SensorEvaluationContext, tracker: TrackerResource):
+    """Writes `failed` for a day whose run ended (failed, canceled) while its row still said `running`."""
+    closed, cursor = close_ended_runs(context.instance, tracker, int(context.cursor or 0))
+    for job in closed:
+        context.log.info(f"{job}: failed (its run ended before a step recorded the day)")
+    return SensorResult(
+        skip_reason=None if closed else "No running row of an ended run", cursor=str(cursor)
+    )
