@@ -318,9 +318,16 @@ class TrackerResource(ConfigurableResource):
             raise TrackerUnreachable(self.url, error) from error
 
     def ping(self) -> None:
-        """Raises TrackerUnreachable unless the tracker's database answers (and its table exists)."""
-        with self._transaction() as (conn, _):
-            conn.execute(sa.text("SELECT 1"))
+        """Raises TrackerUnreachable unless the tracker's PostgreSQL answers. Writes nothing (no
+        table is created); an embedded SQLite file has nothing to reach and is left alone."""
+        self.check_config()
+        if not self._postgres:
+            return
+        try:
+            with _engine(self.url).connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+            raise TrackerUnreachable(self.url, error) from error
 
     @contextmanager
     def _locked(self, job: str) -> Iterator[tuple[sa.Connection, sa.Table, JobRecord | None]]:
