@@ -19,6 +19,17 @@ POSTGRES_URL = os.environ.get(
     "CAPSTONE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = bool(os.environ.get("CI"))
+# The modules that start a Dagster webserver and daemon: under `make test` (pytest-xdist, two
+# workers) they run one after the other on one worker, mostly waiting for the backfill daemon,
+# while the other worker runs the rest. Every other module stays whole on one worker too (its
+# module-scoped fixtures are set up once).
+SERVER_MODULES = {"test_backfills", "test_backfill_faults", "test_browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group("dagster_servers" if module in SERVER_MODULES else module))
 
 
 @pytest.fixture(scope="session")
@@ -85,11 +96,16 @@ def lake(tmp_path, sample_dir) -> LakeResource:
     return LakeResource(landing_root=str(sample_dir), lake_root=str(tmp_path / "lake"))
 
 
-@pytest.fixture
-def resources(lake, tmp_path) -> dict:
+def platform_resources(landing_root, lake_root, tracker_db) -> dict:
+    """The resources of a run on the test session's Spark, with an SQLite tracker."""
     return {
         "spark": spark_resource("local[2]"),
-        "lake": lake,
-        "tracker": TrackerResource(url=f"sqlite:///{tmp_path / 'tracker.db'}"),
+        "lake": LakeResource(landing_root=str(landing_root), lake_root=str(lake_root)),
+        "tracker": TrackerResource(url=f"sqlite:///{tracker_db}"),
         "quality": QualityResource(),
     }
+
+
+@pytest.fixture
+def resources(lake, tmp_path) -> dict:
+    return {**platform_resources(lake.landing_root, lake.lake_root, tmp_path / "tracker.db"), "lake": lake}

@@ -6,7 +6,7 @@ from pyspark.sql import functions as F
 
 from capstone_assets import assets, schemas
 from capstone_assets.demo import DEMO_DAYS, write_demo_landing
-from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
+from capstone_assets_tests.conftest import platform_resources
 
 ALL_ASSETS = [assets.ingestion, assets.trades, assets.quotes, assets.eod_quote_report]
 SAMPLE_DAYS = ("2020-08-05", "2020-08-06")
@@ -14,12 +14,7 @@ SAMPLE_DAYS = ("2020-08-05", "2020-08-06")
 
 def run_days(days, landing_root, workdir):
     instance = DagsterInstance.ephemeral()
-    resources = {
-        "spark": spark_resource("local[2]"),
-        "lake": LakeResource(landing_root=str(landing_root), lake_root=str(workdir / "lake")),
-        "tracker": TrackerResource(url=f"sqlite:///{workdir / 'tracker.db'}"),
-        "quality": QualityResource(),
-    }
+    resources = platform_resources(landing_root, workdir / "lake", workdir / "tracker.db")
     results = {}
     for day in days:
         results[day] = materialize(ALL_ASSETS, partition_key=day, resources=resources, instance=instance)

@@ -120,11 +120,22 @@ def land_copy(servers, source_day: str, day: str) -> None:
 
 def test_the_day_after_has_landing_files_but_is_not_preprocessed_yet(servers):
     land_copy(servers, "2020-08-11", DAY_AFTER)  # Wednesday's batches arrive during the day
-    result = backfill(servers, ["2020-08-11"])
+    launched = servers.launch_backfill(["2020-08-11"], list(ASSETS))
+    # Meanwhile, as a second operator would: the analytical group alone over two loaded days.
+    alone = servers.launch_backfill(["2020-08-07", "2020-08-10"], ["eod_quote_report"])
+
+    result = servers.wait_for_backfill(launched, timeout=900)
+    print(result)
     assert result.status == "COMPLETED_SUCCESS", f"{result}\n{servers.log_tails()}"
     assert {run.partition for run in result.runs} == {"2020-08-11", DAY_AFTER}
     assert report_status(servers, DAY_AFTER) == "deferred"
     assert servers.tracker().get_status(f"preprocessing_{DAY_AFTER}") is None
+
+    analytical = servers.wait_for_backfill(alone, timeout=900)
+    print(analytical)
+    assert analytical.status == "COMPLETED_SUCCESS", f"{analytical}\n{servers.log_tails()}"
+    assert {run.partition for run in analytical.runs} == {"2020-08-07", "2020-08-10"}  # nothing added
+    assert all(run.status == "SUCCESS" for run in analytical.runs), analytical
 
 
 def test_the_day_after_is_preprocessed_its_report_is_recomputed(servers, spark, monkeypatch):
@@ -147,9 +158,3 @@ def test_the_day_after_is_preprocessed_its_report_is_recomputed(servers, spark, 
     assert servers.tracker().get_status(f"analytical_{DAY_AFTER}") == "success"
     report = spark.read.parquet(f"{servers.env['CAPSTONE_LAKE_ROOT']}/eod_quote_report/trade_dt={DAY_AFTER}")
     assert report.count() > 0 and report.where("close_pr is null").count() == 0  # Tuesday's closes
-
-
-def test_a_backfill_of_the_analytical_group_alone(servers):
-    result = backfill(servers, ["2020-08-10", "2020-08-11"], ["eod_quote_report"])
-    assert result.status == "COMPLETED_SUCCESS", f"{result}\n{servers.log_tails()}"
-    assert {run.partition for run in result.runs} == {"2020-08-10", "2020-08-11"}  # nothing added

@@ -19,9 +19,9 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from capstone_assets import assets
-from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
+from capstone_assets.resources import LakeResource, TrackerResource
 from capstone_assets.resources.tracker import redacted
-from capstone_assets_tests.conftest import IN_CI, REPO
+from capstone_assets_tests.conftest import IN_CI, REPO, platform_resources
 from capstone_assets_tests.test_workflows import env, run_script, start_script, tracker_of  # noqa: F401
 
 DAY = "2020-08-05"
@@ -166,12 +166,7 @@ def test_postgres_lost_after_the_claim_fails_the_run_clearly_and_the_claim_is_ta
 
 # ------------------------------------------------------------------ the lake
 def preprocess(landing: Path, lake_root: Path, tracker_db: Path):
-    resources = {
-        "spark": spark_resource("local[2]"),
-        "lake": LakeResource(landing_root=str(landing), lake_root=str(lake_root)),
-        "tracker": TrackerResource(url=f"sqlite:///{tracker_db}"),
-        "quality": QualityResource(),
-    }
+    resources = platform_resources(landing, lake_root, tracker_db)
     result = materialize(
         PREPROCESSING, partition_key=DAY, resources=resources,
         instance=DagsterInstance.ephemeral(), raise_on_error=False,

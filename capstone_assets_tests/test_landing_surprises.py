@@ -11,14 +11,14 @@ from __future__ import annotations
 import gzip
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, materialize
 
 from capstone_assets import assets
-from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
+from capstone_assets.resources import TrackerResource
+from capstone_assets_tests.conftest import platform_resources
 
 DAY, PREVIOUS = "2020-08-06", "2020-08-05"
 PREPROCESSING = [assets.ingestion, assets.trades, assets.quotes]
@@ -48,12 +48,7 @@ def zone(tmp_path, sample_dir) -> Path:
 
 def preprocess(zone: Path, workdir: Path, day: str = DAY) -> Run:
     instance = DagsterInstance.ephemeral()
-    resources = {
-        "spark": spark_resource("local[2]"),
-        "lake": LakeResource(landing_root=str(zone), lake_root=str(workdir / "lake")),
-        "tracker": TrackerResource(url=f"sqlite:///{workdir / 'tracker.db'}"),
-        "quality": QualityResource(),
-    }
+    resources = platform_resources(zone, workdir / "lake", workdir / "tracker.db")
     result = materialize(
         PREPROCESSING, partition_key=day, resources=resources, instance=instance, raise_on_error=False
     )
