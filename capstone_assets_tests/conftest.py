@@ -26,6 +26,7 @@ IN_CI = bool(os.environ.get("CI"))
 SERVER_MODULES = {"test_backfills", "test_backfill_faults", "test_browser"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]

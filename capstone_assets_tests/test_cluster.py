@@ -1,7 +1,7 @@
 """The two workflows on a real Spark standalone cluster: a master and one worker on 127.0.0.1.
 
-The scripts run two sample days with `SPARK_MASTER=spark://127.0.0.1:<port>`, as an operator
-would. Executors on the worker write the Parquet files themselves, so the lake is a folder
+`python -m capstone_assets.run` (what `make run` runs) runs two sample days, both workflows,
+through Dagster with `SPARK_MASTER=spark://127.0.0.1:<port>`, as an operator would. Executors on the worker write the Parquet files themselves, so the lake is a folder
 the worker reaches (this machine's tmp). The six datasets must equal those of local mode
 (the same days materialized in this test process, on the session's local Spark, while the
 cluster works), and the worker's work folder must hold the executors' logs of the runs.
@@ -129,8 +129,8 @@ def cluster(tmp_path):
 
 
 class Scripts(threading.Thread):
-    """The operator's commands for both days, in order, in the background. Each runs in a
-    process group of its own: `stop()` ends the current one with its Dagster and Spark children."""
+    """The operator's runner for both days, in the background, in a process group of its own:
+    `stop()` ends it with its Dagster and Spark children."""
 
     def __init__(self, env: dict[str, str], log: Path):
         super().__init__()
@@ -138,27 +138,23 @@ class Scripts(threading.Thread):
         self.current: subprocess.Popen | None = None
 
     def run(self) -> None:
+        # Both days and both workflows in one process (`make run`'s runner): one JVM, one
+        # Spark application on the cluster, instead of a JVM and an application per run.
+        command = [str(REPO / ".venv" / "bin" / "python"), "-m", "capstone_assets.run",
+                   "--from", DAYS[0], "--to", DAYS[-1]]  # fmt: skip
         with open(self.log, "w") as out:
-            for day in DAYS:
-                for script in ("run_preprocessing.sh", "run_analytical.sh"):
-                    if self.stopped.is_set():
-                        return
-                    out.write(f"\n=== {script} {day}\n")
-                    out.flush()
-                    started = time.monotonic()
-                    self.current = subprocess.Popen(
-                        [str(REPO / "scripts" / script), day], env=self.env, stdout=out,
-                        stderr=subprocess.STDOUT, start_new_session=True,
-                    )  # fmt: skip
-                    try:
-                        code = self.current.wait(timeout=RUN_TIMEOUT_SECONDS)
-                    except subprocess.TimeoutExpired:
-                        self.stop()
-                        code = "timeout"
-                    out.write(f"=== {script} {day}: exit {code} in {time.monotonic() - started:.1f} s\n")
-                    if code != 0:
-                        self.failures.append(f"{script} {day}: exit {code}")
-                        return
+            started = time.monotonic()
+            self.current = subprocess.Popen(
+                command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            try:
+                code = self.current.wait(timeout=RUN_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                code = "timeout"
+            out.write(f"=== {' '.join(command[1:])}: exit {code} in {time.monotonic() - started:.1f} s\n")
+            if code != 0:
+                self.failures.append(f"capstone_assets.run: exit {code}")
 
     def stop(self) -> None:
         self.stopped.set()
@@ -224,11 +220,11 @@ def test_two_days_on_a_standalone_cluster_equal_local_mode(spark, sample_dir, cl
     report = spark.read.parquet(str(tmp_path / "cluster_lake" / "eod_quote_report" / "trade_dt=2020-08-06"))
     assert report.count() == 540
 
-    # The work ran on the worker: one application per run, each with an executor there.
+    # The work ran on the worker: the runner's one application, with its executor there.
     deadline = time.monotonic() + 30  # the master notes an application's end once its driver is gone
-    while len(apps := master_state(web)["completedapps"]) < 2 * len(DAYS) and time.monotonic() < deadline:
+    while len(apps := master_state(web)["completedapps"]) < 1 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert len(apps) == 2 * len(DAYS), apps
+    assert len(apps) == 1, apps
     executor_logs = sorted(work.glob("app-*/*/stderr"))
     assert {p.parent.parent.name for p in executor_logs} == {a["id"] for a in apps}
     assert any("Finished task" in p.read_text(errors="replace") for p in executor_logs)
