@@ -37,11 +37,11 @@ dev: install local-instance
 	$(BIN)/capstone-jobs check-config
 	$(BIN)/dagster dev -h 127.0.0.1 -w workspace.yaml
 
-# Two workers (pytest-xdist): the Dagster-server tests, which mostly wait for the daemons, on one;
-# the rest on the other. PYTEST_WORKERS=0 runs everything in this one process.
+# Two workers (pytest-xdist), each test module whole on one of them: the Dagster-server modules
+# mostly wait for the backfill daemon meanwhile. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # Recompile the pinned lock file after changing pyproject.toml's dependencies.
 lock:

@@ -19,20 +19,6 @@ POSTGRES_URL = os.environ.get(
     "CAPSTONE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = bool(os.environ.get("CI"))
-# The modules that start a Dagster webserver and daemon: under `make test` (pytest-xdist, two
-# workers) they run one after the other on one worker, mostly waiting for the backfill daemon,
-# while the other worker runs the rest. Every other module stays whole on one worker too (its
-# module-scoped fixtures are set up once).
-SERVER_MODULES = {"test_backfills", "test_backfill_faults", "test_browser"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        item.add_marker(pytest.mark.xdist_group("dagster_servers" if module in SERVER_MODULES else module))
-
-
 @pytest.fixture(scope="session")
 def spark() -> SparkSession:
     config = spark_config("local[2]")
