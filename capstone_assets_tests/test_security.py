@@ -198,14 +198,15 @@ def test_no_password_in_anything_a_run_writes_or_the_ui_shows(secret_url, spark,
     }
     codes = {name: result.returncode for name, result in outputs.items()}
     assert codes == {
-        "preprocessing": 0, "refused analytical": 1, "database unreachable": 1,
-        "dagster, database unreachable": 1, "operator, database unreachable": 1, "unsupported URL": 2,
+        # An unreachable tracker is refused before anything runs (check-config), in one line: exit 2.
+        "preprocessing": 0, "refused analytical": 1, "database unreachable": 2,
+        "dagster, database unreachable": 1, "operator, database unreachable": 2, "unsupported URL": 2,
     }, {name: r.stdout[-2000:] + r.stderr[-2000:] for name, r in outputs.items()}  # fmt: skip
     # The error paths ran, and say what failed without the password.
     masked = sa.engine.make_url(unreachable).render_as_string(hide_password=True)
     assert "Connection refused" in outputs["dagster, database unreachable"].stderr
     assert outputs["operator, database unreachable"].stderr.startswith(
-        f"capstone-jobs: the tracker database {masked} failed: connection to server at"
+        f"capstone-jobs: the job tracker database {masked} is not reachable (connection to server at"
     )
     assert f"{ROLE}:***@" in outputs["unsupported URL"].stderr
 
