@@ -1,4 +1,7 @@
-"""The production setup for end-to-end tests: `dagster-webserver` and `dagster-daemon` as subprocesses.
+"""The production setup for end-to-end tests: `dagster-webserver` and `capstone-daemon` as subprocesses.
+
+`capstone-daemon` is `dagster-daemon` with the backfill loop's interval set
+(`CAPSTONE_BACKFILL_INTERVAL_SECONDS`, here 5 s instead of Dagster's 30 s).
 
 Dagster's storage is a fresh PostgreSQL database configured by the repo's own
 `dagster.yaml` (QueuedRunCoordinator, run monitoring), the tracker is a fresh
@@ -266,6 +269,8 @@ class DagsterServers:
             "CAPSTONE_UI_URL": self.url,
             "CAPSTONE_ALERT_WEBHOOK_URL": "",
             "SPARK_MASTER": "local[2]",
+            # capstone-daemon: dagster-daemon with a 5-second backfill loop instead of 30.
+            "CAPSTONE_BACKFILL_INTERVAL_SECONDS": "5",
             **(extra_env or {}),
         }
         self._processes: dict[str, subprocess.Popen] = {}
@@ -292,7 +297,7 @@ class DagsterServers:
                 [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(self.port)],
                 self.webserver_log,
             )
-            self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], self.daemon_log)
+            self._spawn("daemon", [str(BIN / "capstone-daemon"), "run", "-w", workspace], self.daemon_log)
             self._wait_until_ready()
         except BaseException as error:
             tails = self.log_tails()
