@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 # make run and make dev keep Dagster's own records in a local SQLite instance.
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 
-.PHONY: install run dev test lock audit clean local-instance
+.PHONY: install run dev test bench lock audit clean local-instance
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ dev: install local-instance
 PYTEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+
+# One day end to end through Dagster at 1 M, 4 M and 16 M events, against a DuckDB reference
+# (benchmarks/bench.py; not part of make test). BENCH_ARGS="--sizes 100000 --repeat 1" for a quick look.
+bench: install
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 # Recompile the pinned lock file after changing pyproject.toml's dependencies.
 lock:
