@@ -50,8 +50,9 @@ def _sql_date(column: str) -> str:
 
 
 def landing_files(root: Path, day: str) -> list[tuple[str, str]]:
-    """(path, format) of the day's data files: `<root>/<format>/<day>/<exchange>/<file>`."""
-    found = []
+    """(path, format) of the day's data files: `<root>/<format>/<day>/<exchange>/<file>`, the root
+    resolved as the platform resolves a local one (links followed), so `source_file` names agree."""
+    found, root = [], root.resolve()
     for fmt in ("csv", "json"):
         for path in sorted((root / fmt / day).glob("*/*")):
             if path.is_file() and not path.name.startswith((".", "_")):
