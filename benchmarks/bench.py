@@ -165,27 +165,50 @@ COMPARED = {
     # Which file a fully equal correction came from is not part of SPEC.md §3's rule.
     "trades": "symbol, exchange, event_tm, event_seq_nb, arrival_tm, trade_pr, trade_size, execution_id",
     "quotes": "symbol, exchange, event_tm, event_seq_nb, arrival_tm, bid_pr, bid_size, ask_pr, ask_size",
-    # Averages and differences may differ in the last bits with the order of summation.
-    "eod_quote_report": "symbol, exchange, event_tm, event_seq_nb, bid_pr, bid_size, ask_pr, ask_size, "
-    "round(last_trade_pr, 9), round(last_mov_avg_pr, 9), round(close_pr, 9), round(bid_pr_mv, 9), "
-    "round(ask_pr_mv, 9)",
 }
+# The report, matched on its key (one row per loaded quote): its averages and differences may
+# differ in the last bits with the order of summation, so these agree within 1e-9, relatively.
+REPORT_KEY = ("symbol", "exchange", "event_tm", "event_seq_nb")
+REPORT_EXACT = ("bid_pr", "bid_size", "ask_pr", "ask_size")
+REPORT_COMPUTED = ("last_trade_pr", "last_mov_avg_pr", "close_pr", "bid_pr_mv", "ask_pr_mv")
+
+
+def _day_files(root: Path, asset: str, day: str) -> str:
+    return f"read_parquet('{root}/{asset}/trade_dt={day}/*.parquet', hive_partitioning=false)"
 
 
 def differences(lake: Path, reference: Path, day: str) -> dict[str, tuple[int, int, int]]:
     """Per asset whose rows differ: (rows only in the platform's, only in the reference's, total)."""
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     found = {}
     for asset, columns in COMPARED.items():
         # The platform keeps Spark's `file:` URIs; the reference, paths.
         select = columns.replace("SRC", "regexp_replace(source_file, '^file:(//)?', '') AS source_file")
-        mine = f"SELECT {select} FROM read_parquet('{lake}/{asset}/trade_dt={day}/*.parquet', hive_partitioning=false)"
-        ref = f"SELECT {select} FROM read_parquet('{reference}/{asset}/trade_dt={day}/*.parquet', hive_partitioning=false)"
-        only_mine = con.execute(f"SELECT count(*) FROM ({mine} EXCEPT ALL {ref})").fetchone()[0]
-        only_ref = con.execute(f"SELECT count(*) FROM ({ref} EXCEPT ALL {mine})").fetchone()[0]
-        total = con.execute(f"SELECT count(*) FROM ({mine})").fetchone()[0]
+        mine = f"SELECT {select} FROM {_day_files(lake, asset, day)}"
+        ref = f"SELECT {select} FROM {_day_files(reference, asset, day)}"
+        [(only_mine,)] = con.execute(f"SELECT count(*) FROM ({mine} EXCEPT ALL {ref})").fetchall()
+        [(only_ref,)] = con.execute(f"SELECT count(*) FROM ({ref} EXCEPT ALL {mine})").fetchall()
+        [(total,)] = con.execute(f"SELECT count(*) FROM ({mine})").fetchall()
         if only_mine or only_ref:
             found[asset] = (only_mine, only_ref, total)
+    same = " AND ".join(
+        [f"a.{c} IS NOT DISTINCT FROM b.{c}" for c in REPORT_EXACT]
+        + [f"((a.{c} IS NULL AND b.{c} IS NULL) OR abs(a.{c} - b.{c}) <= 1e-9 * greatest(1, abs(b.{c})))"
+           for c in REPORT_COMPUTED]
+    )  # fmt: skip
+    [(only_mine, only_ref, total)] = con.execute(
+        f"""
+        SELECT count(*) FILTER (WHERE a.here AND (b.here IS NULL OR NOT ({same}))),
+               count(*) FILTER (WHERE b.here AND (a.here IS NULL OR NOT ({same}))),
+               count(*) FILTER (WHERE a.here)
+        FROM (SELECT *, true AS here FROM {_day_files(lake, "eod_quote_report", day)}) a
+        FULL JOIN (SELECT *, true AS here FROM {_day_files(reference, "eod_quote_report", day)}) b
+        USING ({", ".join(REPORT_KEY)})
+        """
+    ).fetchall()
+    if only_mine or only_ref:
+        found["eod_quote_report"] = (only_mine, only_ref, total)
     con.close()
     return found
 

@@ -244,6 +244,7 @@ def report(con: duckdb.DuckDBPyConnection, out: Path, day: str) -> None:
 def run_day(root: Path, out: Path, day: str, threads: int | None = None) -> dict[str, float]:
     """Ingests, loads and reports one day; seconds per stage (written files included)."""
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {threads}")
     seconds = {}

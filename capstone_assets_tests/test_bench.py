@@ -43,16 +43,25 @@ def test_the_reference_and_the_platform_write_the_same_rows_on_the_demo_days(spa
     lake, reference = run_both(spark, landing, DEMO_DAYS, tmp_path)
     for day in DEMO_DAYS:
         assert bench.differences(lake, reference, day) == {}, day
-    # The comparison can fail: one changed price is found.
-    con = duckdb_reference.duckdb.connect()
+    # The comparison can fail: one changed price is found, and one moving average off by 1e-6.
     day = DEMO_DAYS[-1]
-    path = reference / "trades" / f"trade_dt={day}" / "data.parquet"
-    con.execute(
-        f"COPY (SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN trade_pr + 1 ELSE trade_pr END AS trade_pr) "
-        f"FROM read_parquet('{path}')) TO '{tmp_path / 'changed.parquet'}' (FORMAT parquet)"
+    change_first_row(reference, "trades", day, "trade_pr + 1 AS trade_pr", tmp_path)
+    change_first_row(reference, "eod_quote_report", day, "last_mov_avg_pr * (1 + 1e-6) AS last_mov_avg_pr", tmp_path)
+    assert bench.differences(lake, reference, day) == {
+        "trades": (1, 1, bench_rows(lake, "trades", day)),
+        "eod_quote_report": (1, 1, bench_rows(lake, "eod_quote_report", day)),
+    }
+
+
+def change_first_row(root: Path, asset: str, day: str, replacement: str, tmp_path: Path) -> None:
+    path = root / asset / f"trade_dt={day}" / "data.parquet"
+    column = replacement.rsplit(" AS ", 1)[1]
+    changed = tmp_path / f"{asset}-changed.parquet"
+    duckdb_reference.duckdb.execute(
+        f"COPY (SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN {replacement.rsplit(' AS ', 1)[0]} "
+        f"ELSE {column} END AS {column}) FROM read_parquet('{path}')) TO '{changed}' (FORMAT parquet)"
     )
-    Path(tmp_path / "changed.parquet").replace(path)
-    assert bench.differences(lake, reference, day) == {"trades": (1, 1, bench_rows(lake, "trades", day))}
+    changed.replace(path)
 
 
 def bench_rows(lake: Path, asset: str, day: str) -> int:
