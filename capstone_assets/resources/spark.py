@@ -12,6 +12,7 @@ TCP connection to the master and fails within seconds, naming SPARK_MASTER.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from dagster_pyspark import LazyPySparkResource
 
 JARS_DIR = Path(__file__).resolve().parents[2] / "jars"
 PROBE_TIMEOUT_SECONDS = 5.0
+# Local mode runs every task in the driver's JVM, whose heap Spark sizes at 1 GiB: a day of
+# 16 M events then fails ingestion with "Java heap space" (make bench). 3 GiB carries it.
+LOCAL_DRIVER_MEMORY = "3g"
 
 
 class SparkMasterUnreachable(RuntimeError):
@@ -27,6 +31,20 @@ class SparkMasterUnreachable(RuntimeError):
 
 def jar_paths(jars_dir: Path = JARS_DIR) -> list[str]:
     return sorted(str(p) for p in jars_dir.glob("*.jar")) if jars_dir.is_dir() else []
+
+
+def driver_memory_configured(environ=os.environ) -> bool:
+    """Whether the operator sized the driver: `SPARK_DRIVER_MEMORY`, or `spark.driver.memory`
+    in the `spark-defaults.conf` of `SPARK_CONF_DIR` (else of `SPARK_HOME/conf`)."""
+    if environ.get("SPARK_DRIVER_MEMORY"):
+        return True
+    conf_dir = environ.get("SPARK_CONF_DIR") or (
+        str(Path(environ["SPARK_HOME"]) / "conf") if environ.get("SPARK_HOME") else None
+    )
+    defaults = Path(conf_dir) / "spark-defaults.conf" if conf_dir else None
+    if defaults is None or not defaults.is_file():
+        return False
+    return any(line.split()[:1] == ["spark.driver.memory"] for line in defaults.read_text().splitlines())
 
 
 def spark_config(master: str, jars_dir: Path = JARS_DIR) -> dict[str, str]:
@@ -46,6 +64,8 @@ def spark_config(master: str, jars_dir: Path = JARS_DIR) -> dict[str, str]:
     if master.startswith("local"):
         # Small local data: 200 shuffle partitions would be 200 tiny files a day.
         config["spark.sql.shuffle.partitions"] = "8"
+        if not driver_memory_configured():  # a setting here would override the operator's
+            config["spark.driver.memory"] = LOCAL_DRIVER_MEMORY
     return config
 
 
