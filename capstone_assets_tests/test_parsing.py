@@ -5,6 +5,7 @@ import json
 
 import pytest
 from pyspark.sql import Row
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from capstone_assets import schemas
@@ -305,3 +306,25 @@ def test_conservation_identity_is_counted_without_the_parser(spark):
     )
     assert read["rows"] == len(values) - 2 == outputs
     assert read["source_file"] == NYSE_FILE
+
+
+# Strings on both sides of every rule the string-function fast checks replace regexes for.
+TRICKY = [
+    "", " ", "\t", " \t ", "\r", " \r", "\r\r", "\r \r", "\n", "\u00a0", "x", " x ", "a\r", "a\r\r", "\ra",
+    "{}", " {} ", "\t{\"a\":1}\r\n", "{\n\"a\": 1\n}", "{", "}", "}{", "{}}", "{{}", "{[]}", "{\"a\":\"{\"}",
+    "{\"a\":[1]}", " { \"a\" : \"b\" } x", "x{}", "{}x", "{\"é\":\"😀\"}", "\r{}\r", "{} \u00a0",
+]
+
+
+def test_fast_string_checks_agree_with_the_grammars_regexes(spark):
+    frame = spark.createDataFrame([(s,) for s in TRICKY], "s string")
+    value = F.col("s")
+    rows = frame.select(
+        "s",
+        (parsing.is_blank(value) == value.rlike(parsing.BLANK_RE)).alias("blank"),
+        (parsing.is_flat_object(value) == value.rlike(parsing.JSON_FLAT_OBJECT_SHAPE_RE)).alias("flat"),
+        (parsing.without_trailing_cr(value) == F.regexp_replace(value, "\r\\z", "")).alias("cr"),
+    ).collect()
+    assert [r["s"] for r in rows if not (r["blank"] and r["flat"] and r["cr"])] == []
+    # Both sides of each rule are in the list.
+    assert {r["s"] for r in frame.where(parsing.is_flat_object(value)).collect()} >= {"{}", " {} "}
