@@ -120,18 +120,23 @@ def test_exchange_summary_counts_by_exchange_symbol_and_reason(spark):
         "symbol string, source_file string",
     )
     rejects = spark.createDataFrame(
-        [("bad_number", "/l/csv/2020-08-06/NYSE/b1.txt")], "reason string, source_file string"
+        [("bad_number", "/l/csv/2020-08-06/NYSE/b1.txt"), ("bad_number", "/l/csv/2020-08-06/NYSE/b2.txt")]
+        + [("trade_dt_mismatch", "/l/csv/2020-08-06/NYSE/b2.txt")] * 2,
+        "reason string, source_file string",
     )
     assertDataFrameEqual(
         quality.exchange_summary(lines, trades, quotes, rejects),
         [
-            Row(exchange="NYSE", dataset="lines", symbol=None, reason=None, rows=4),
-            Row(exchange="NYSE", dataset="trades", symbol="A", reason=None, rows=1),
-            Row(exchange="NYSE", dataset="quotes", symbol="A", reason=None, rows=1),
-            Row(exchange="NYSE", dataset="quotes", symbol="B", reason=None, rows=1),
-            Row(exchange="NYSE", dataset="rejects", symbol=None, reason="bad_number", rows=1),
+            Row(exchange="NYSE", dataset="lines", symbol=None, reason=None, source_file=None, rows=4),
+            Row(exchange="NYSE", dataset="trades", symbol="A", reason=None, source_file=None, rows=1),
+            Row(exchange="NYSE", dataset="quotes", symbol="A", reason=None, source_file=None, rows=1),
+            Row(exchange="NYSE", dataset="quotes", symbol="B", reason=None, source_file=None, rows=1),
+            Row(exchange="NYSE", dataset="rejects", symbol=None, reason="bad_number", source_file=None, rows=2),
+            # The files holding lines of another date are named, for the operator's warning.
+            Row(exchange="NYSE", dataset="rejects", symbol=None, reason="trade_dt_mismatch",
+                source_file="/l/csv/2020-08-06/NYSE/b2.txt", rows=2),
         ],
-    )
+    )  # fmt: skip
 
 
 # ------------------------------------------------------- per-day results in Dagster

@@ -128,20 +128,14 @@ def read_failure(error: BaseException, zone: LandingZone, day: str, read: Listin
     )
 
 
-def other_dates(spark: SparkSession, rejects_path: str) -> list[Row]:
+def other_dates(summary: list[Row]) -> list[tuple[str, int]]:
     """Per landing file, its lines rejected for a `trade_dt` other than its folder's date."""
-    rejects = spark.read.schema(schemas.RAW_REJECTS).parquet(rejects_path)
-    return (
-        rejects.where(F.col("reason") == "trade_dt_mismatch")
-        .groupBy("source_file")
-        .count()
-        .orderBy("source_file")
-        .collect()
-    )
+    return sorted((row["source_file"], row["rows"]) for row in summary if row["source_file"] is not None)
 
 
 def summarize(spark: SparkSession, lines: DataFrame, staged: dict[str, StagedDay]) -> list[Row]:
-    """Per exchange: lines read, trades and quotes by symbol, rejects by reason, in one Spark job.
+    """Per exchange: lines read, trades and quotes by symbol, rejects by reason (and the files of
+    other dates), in one Spark job.
 
     The lines are counted from the landing files themselves (a second, parser-free
     read), the outputs from what was written: the identity checks both ends."""
@@ -172,10 +166,12 @@ def summary_markdown(summary: list[Row]) -> str:
         ["exchange", "symbol", "trades", "quotes"],
         [(ex, sym, c["trades"], c["quotes"]) for (ex, sym), c in busiest[:SUMMARY_SYMBOLS]],
     )
-    rejects = markdown_table(
-        ["exchange", "reason", "rejects"],
-        sorted((r["exchange"], r["reason"], r["rows"]) for r in summary if r["dataset"] == "rejects"),
-    )
+    by_reason: dict[tuple[str, str], int] = {}
+    for row in summary:
+        if row["dataset"] == "rejects":
+            key = (row["exchange"], row["reason"])
+            by_reason[key] = by_reason.get(key, 0) + row["rows"]
+    rejects = markdown_table(["exchange", "reason", "rejects"], [(*key, n) for key, n in sorted(by_reason.items())])
     shown = f" ({SUMMARY_SYMBOLS} busiest of {len(busiest)})" if len(busiest) > SUMMARY_SYMBOLS else ""
     return f"**Trades and quotes by exchange and symbol{shown}**\n\n{symbols}\n\n**Rejects by reason**\n\n{rejects}"
 
@@ -235,9 +231,9 @@ def _ingest(
         landing_unchanged(zone, day, listing, context.log)
         per_exchange = per_exchange_counts(summary)
         identity = checks.require(checks.lines_accounted_for(per_exchange), day)
-        for row in other_dates(session, staged["raw_rejects"].path):
+        for source_file, count in other_dates(summary):
             context.log.warning(
-                f"{day}: {row['count']} line(s) of {row['source_file']} are dated other than {day} and were "
+                f"{day}: {count} line(s) of {source_file} are dated other than {day} and were "
                 "rejected (trade_dt_mismatch): was the file delivered into the wrong day's folder?"
             )
         paths = lake.commit_all(session, staged, guard=claim.holding)

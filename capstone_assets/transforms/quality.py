@@ -60,23 +60,28 @@ def pairs_without_close(report: DataFrame, previous_day_trades: DataFrame) -> Da
 
 
 def exchange_summary(lines: DataFrame, trades: DataFrame, quotes: DataFrame, rejects: DataFrame) -> DataFrame:
-    """Rows per (exchange, dataset, symbol, reason): lines read, trades and quotes by symbol, rejects by reason.
+    """Rows per (exchange, dataset, symbol, reason, source_file): lines read, trades and quotes by
+    symbol, rejects by reason, in one Spark job.
 
     `lines` are counted from the landing text (no parser), the outputs from what was written.
+    `source_file` is set for `trade_dt_mismatch` rejects only: which files hold lines of another
+    date (a delivery into the wrong day's folder?); it is null on every other row.
     """
     no_text = F.lit(None).cast("string")
+    other_date_file = F.when(F.col("reason") == "trade_dt_mismatch", F.col("source_file"))
     labelled = [
         lines.select(landing_exchange().alias("exchange"), F.lit("lines").alias("dataset"),
-                     no_text.alias("symbol"), no_text.alias("reason")),
+                     no_text.alias("symbol"), no_text.alias("reason"), no_text.alias("file")),
         trades.select(landing_exchange().alias("exchange"), F.lit("trades").alias("dataset"),
-                      "symbol", no_text.alias("reason")),
+                      "symbol", no_text.alias("reason"), no_text.alias("file")),
         quotes.select(landing_exchange().alias("exchange"), F.lit("quotes").alias("dataset"),
-                      "symbol", no_text.alias("reason")),
+                      "symbol", no_text.alias("reason"), no_text.alias("file")),
         rejects.select(landing_exchange().alias("exchange"), F.lit("rejects").alias("dataset"),
-                       no_text.alias("symbol"), "reason"),
+                       no_text.alias("symbol"), "reason", other_date_file.alias("file")),
     ]  # fmt: skip
     return (
         reduce(DataFrame.unionByName, labelled)
-        .groupBy("exchange", "dataset", "symbol", "reason")
+        .groupBy("exchange", "dataset", "symbol", "reason", "file")
         .agg(F.count(F.lit(1)).alias("rows"))
+        .withColumnRenamed("file", "source_file")
     )
