@@ -1,6 +1,7 @@
 """Data-quality checks: the pure verdicts, what Spark counts for them, and per-day results in Dagster."""
 
 import datetime as dt
+import time
 
 import pytest
 from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance, materialize
@@ -10,6 +11,7 @@ from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
 from capstone_assets import assets, checks
+from capstone_assets.assets import analytics
 from capstone_assets.definitions import defs
 from capstone_assets.demo import write_demo_landing
 from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
@@ -79,6 +81,23 @@ def test_every_check_is_declared_on_its_asset_with_the_trading_day_partitions():
 # ---------------------------------------------------------------- Spark counting
 def event(symbol, seq, exchange="NYSE"):
     return Row(symbol=symbol, exchange=exchange, event_tm=TS, event_seq_nb=seq)
+
+
+def test_the_coverage_fast_path_agrees_with_grouping_every_key(spark):
+    quotes = spark.createDataFrame([event("A", 1), event("A", 2), event("B", 1)])
+    reports = {
+        "same": [event("B", 1), event("A", 2), event("A", 1)],
+        "one twice, one missing": [event("A", 1), event("A", 2), event("A", 2)],
+        "one changed": [event("A", 1), event("A", 2), event("B", 2)],
+        "one extra": [event("A", 1), event("A", 2), event("B", 1), event("C", 1)],
+        "empty": [],
+    }
+    for name, rows in reports.items():
+        report = spark.createDataFrame(rows, quotes.schema)
+        slow = quality.quote_coverage(report, quotes).first()
+        assert analytics.quote_coverage(report, quotes) == slow, name
+        prints = quality.key_fingerprints(report, quotes).first()
+        assert (prints["report_keys"] == prints["quote_keys"]) == (name == "same"), name
 
 
 def test_key_stats_counts_duplicate_keys(spark):
@@ -212,7 +231,7 @@ def test_report_of_the_day_after_a_backfill_is_deferred_not_refused(demo):
         backfill_id="bf1", asset_graph=defs.resolve_asset_graph(), partition_names=["2020-08-06"],
         asset_selection=[AssetKey(a) for a in ("raw_trades", "raw_quotes", "raw_rejects", "trades", "quotes",
                                                "eod_quote_report")],
-        backfill_timestamp=0.0, tags={}, dynamic_partitions_store=instance, all_partitions=False,
+        backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=instance, all_partitions=False,
         title=None, description=None, run_config=None,
     )  # fmt: skip
     instance.add_backfill(backfill)

@@ -20,7 +20,7 @@ from pyspark.sql import Window as W
 from pyspark.sql import functions as F
 
 from capstone_assets import assets, schemas
-from capstone_assets.assets.analytics import previous_days
+from capstone_assets.assets.analytics import previous_trading_day_trades
 from capstone_assets.generate import Options, write_landing
 from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
 from capstone_assets.resources.landing import LandingZone
@@ -114,8 +114,8 @@ def report_of(spark, lake: LakeResource):
     """The report's DataFrame, read as the analytical asset reads it."""
     trades = lake.read_day(spark, "trades", DAY, schemas.TRADES)
     quotes = lake.read_day(spark, "quotes", DAY, schemas.QUOTES)
-    recent = lake.read_days(spark, "trades", previous_days(DAY), schemas.TRADES)
-    return report.eod_quote_report(trades, quotes, report.previous_trading_day_trades(recent), DAY)
+    _, previous = previous_trading_day_trades(spark, lake, DAY)
+    return report.eod_quote_report(trades, quotes, previous, DAY)
 
 
 def test_report_plan_is_per_pair_and_broadcasts_the_previous_close(no_auto_broadcast, plan_lake):

@@ -3,10 +3,11 @@
 import datetime as dt
 
 from pyspark.sql import Row
-from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from capstone_assets import schemas
+from capstone_assets.assets import analytics
+from capstone_assets.resources import LakeResource
 from capstone_assets.transforms import report
 
 DAY = "2020-08-10"  # a Monday
@@ -31,10 +32,6 @@ def quotes(spark, rows, day=DAY):
         [(s, e, at(day, c), q, at(day, "09:00:00"), b, 100, a, 200, "f") for s, e, c, q, b, a in rows],
         schemas.QUOTES,
     )
-
-
-def with_day(df, day):
-    return df.withColumn("trade_dt", F.lit(day).cast("date"))
 
 
 def report_row(symbol, exchange, clock, seq, bid, ask, last, mov, close):
@@ -85,11 +82,8 @@ def test_latest_trade_previous_close_and_same_time_ordering(spark):
         ("B", "X", "10:00:00", 1, 49.0, 51.0),  # no trade today: Friday's for the pair
         ("C", "X", "10:00:00", 1, 5.0, 6.0),  # no trade today nor Friday: nulls
     ])  # fmt: skip
-    # D-7 … D-1 holds Friday only (the weekend has no folder): Friday is the previous day.
-    recent = with_day(friday, FRIDAY)
-    result = report.eod_quote_report(
-        monday_trades, monday_quotes, report.previous_trading_day_trades(recent), DAY
-    )
+    # Friday is Monday's previous trading day (the weekend has no folder).
+    result = report.eod_quote_report(monday_trades, monday_quotes, friday, DAY)
     assertDataFrameEqual(
         result,
         [
@@ -103,23 +97,32 @@ def test_latest_trade_previous_close_and_same_time_ordering(spark):
     assert result.schema.fieldNames() == schemas.EOD_QUOTE_REPORT.fieldNames()
 
 
-def test_previous_trading_day_is_the_latest_day_with_trades_for_any_pair(spark):
-    thursday = with_day(trades(spark, [("A", "X", "15:00:00", 1, 7.0), ("B", "X", "15:00:00", 1, 70.0)],
-                               day="2020-08-06"), "2020-08-06")  # fmt: skip
-    friday = with_day(trades(spark, [("A", "X", "15:00:00", 1, 8.0)], day=FRIDAY), FRIDAY)
-    previous = report.previous_trading_day_trades(thursday.unionByName(friday))
+def test_previous_trading_day_is_the_latest_day_with_trades_for_any_pair(spark, tmp_path):
+    lake = LakeResource(landing_root=str(tmp_path / "landing"), lake_root=str(tmp_path / "lake"))
+    thursday, friday, saturday = "2020-08-06", FRIDAY, "2020-08-08"
+    lake.write_day(spark, trades(spark, [("A", "X", "15:00:00", 1, 7.0), ("B", "X", "15:00:00", 1, 70.0)],
+                                 day=thursday), "trades", thursday)  # fmt: skip
+    lake.write_day(spark, trades(spark, [("A", "X", "15:00:00", 1, 8.0)], day=FRIDAY), "trades", FRIDAY)
+    lake.write_day(spark, trades(spark, []), "trades", saturday)  # loaded, without a trade: skipped
+    day, previous = analytics.previous_trading_day_trades(spark, lake, DAY)
+    assert day == FRIDAY
     # Decided per date: B has no Friday trade, so B gets nothing (Thursday is not searched).
     assertDataFrameEqual(
         report.closing_trades(previous), [Row(symbol="A", exchange="X", close_pr=8.0, close_mov_avg_pr=8.0)]
     )
+    # Seven days back at most: from 2020-08-14, Friday the 7th is out of reach, Saturday has no trade.
+    day, previous = analytics.previous_trading_day_trades(spark, lake, "2020-08-15")
+    assert (day, previous.count()) == (None, 0)
+    # A day before the others, with Thursday alone in reach.
+    assert analytics.previous_trading_day_trades(spark, lake, FRIDAY)[0] == thursday
 
 
 def test_no_previous_day_gives_nulls(spark):
-    empty = spark.createDataFrame([], schemas.TRADES).withColumn("trade_dt", F.lit(None).cast("date"))
+    empty = spark.createDataFrame([], schemas.TRADES)
     result = report.eod_quote_report(
         trades(spark, [("A", "X", "10:00:00", 1, 10.0)]),
         quotes(spark, [("A", "X", "09:59:00", 1, 9.0, 9.5), ("A", "X", "10:01:00", 2, 9.8, 10.2)]),
-        report.previous_trading_day_trades(empty),
+        empty,
         DAY,
     )
     assertDataFrameEqual(

@@ -14,7 +14,7 @@ from dagster import (
     asset,
 )
 from dagster_pyspark import LazyPySparkResource
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, Row
 
 from capstone_assets import checks, schemas
 from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata, markdown_table, tracked_results
@@ -107,16 +107,45 @@ def _deferred(context: AssetExecutionContext, tracker: TrackerResource, day: str
         )
 
 
+def previous_trading_day_trades(session, lake: LakeResource, day: str) -> tuple[str | None, DataFrame]:
+    """SPEC.md §4's previous trading day of `day` and its trades, or (None, no rows).
+
+    The most recent of D−1 … D−7 whose loaded trades hold at least one row, looked up
+    newest first: only that day's trades are read (a Monday finds no folder for Sunday and
+    Saturday, then reads Friday), and no Spark job reads seven days to find it."""
+    for candidate in reversed(previous_days(day)):
+        if not lake.day_exists(session, "trades", candidate):
+            continue
+        try:
+            trades = lake.read_day(session, "trades", candidate, schemas.TRADES)
+        except FileNotFoundError:  # removed meanwhile: as if it had never been loaded
+            continue
+        if not trades.isEmpty():  # a quote-only day has a folder and no trade
+            return candidate, trades
+    return None, session.createDataFrame([], schemas.TRADES)
+
+
+def quote_coverage(report: DataFrame, quotes: DataFrame) -> Row:
+    """`report_rows`, `quotes`, `mismatched_keys` and an `example` for the one_row_per_quote check.
+
+    The fingerprints of both key sets (one pass, no shuffle) settle the usual case of a
+    report that matches its quotes; only a mismatch pays for grouping every key to count and
+    name the mismatched ones."""
+    prints = quality.key_fingerprints(report, quotes).first()
+    if prints["report_rows"] == prints["quotes"] and prints["report_keys"] == prints["quote_keys"]:
+        return Row(report_rows=prints["report_rows"], quotes=prints["quotes"], mismatched_keys=0, example=None)
+    return quality.quote_coverage(report, quotes).first()
+
+
 def _report(context: AssetExecutionContext, session, lake: LakeResource, claim: Claim):
     day = context.partition_key
     trades = lake.read_day(session, "trades", day, schemas.TRADES)
     quotes = lake.read_day(session, "quotes", day, schemas.QUOTES)
-    recent = lake.read_days(session, "trades", previous_days(day), schemas.TRADES)
-    previous = report.previous_trading_day_trades(recent)
+    previous_day, previous = previous_trading_day_trades(session, lake, day)
     staged = lake.stage(session, report.eod_quote_report(trades, quotes, previous, day), "eod_quote_report", day)
     try:
         written = session.read.schema(schemas.EOD_QUOTE_REPORT).parquet(staged.path)
-        coverage = quality.quote_coverage(written, quotes).first()
+        coverage = quote_coverage(written, quotes)
         one_row_per_quote = checks.require(
             checks.one_row_per_quote(
                 coverage["report_rows"], coverage["quotes"], coverage["mismatched_keys"], coverage["example"]
@@ -128,11 +157,12 @@ def _report(context: AssetExecutionContext, session, lake: LakeResource, claim: 
         lake.discard(session, staged)
         raise
     rows = session.read.schema(schemas.EOD_QUOTE_REPORT).parquet(path)
-    previous_day = recent.agg(F.max("trade_dt")).first()[0]  # one value
-    no_close = quality.pairs_without_close(rows, previous).first()
-    close_pr_present = checks.close_pr_present(
-        previous_day and previous_day.isoformat(), no_close["pairs"], no_close["example"]
+    no_close = (
+        quality.pairs_without_close(rows, previous).first()
+        if previous_day
+        else Row(pairs=0, example=None)  # no previous trading day: no pair traded on it
     )
+    close_pr_present = checks.close_pr_present(previous_day, no_close["pairs"], no_close["example"])
     if not close_pr_present.passed:
         context.log.warning(f"{day}: check close_pr_present: {close_pr_present.description}")
     row_count = coverage["report_rows"]
@@ -144,7 +174,7 @@ def _report(context: AssetExecutionContext, session, lake: LakeResource, claim: 
             row_count,
             schemas.EOD_QUOTE_REPORT,
             status=MetadataValue.text(COMPUTED),
-            previous_trading_day=MetadataValue.text(str(previous_day) if previous_day else "none"),
+            previous_trading_day=MetadataValue.text(previous_day or "none"),
             preview=MetadataValue.md(
                 markdown_table(schemas.EOD_QUOTE_REPORT.fieldNames(), [[day, *r] for r in preview])
             ),

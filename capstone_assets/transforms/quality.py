@@ -35,6 +35,29 @@ def key_stats(records: DataFrame, key: tuple[str, ...] = RECORD_KEY) -> DataFram
     )
 
 
+def key_fingerprints(report: DataFrame, quotes: DataFrame) -> DataFrame:
+    """One row: `report_rows`, `quotes` and, per side, the sum of two 64-bit hashes of every row's key.
+
+    Equal multisets of keys give equal sums; a missing, extra or changed key changes them
+    (short of a hash collision). One pass over both sides, no shuffle: `quote_coverage`,
+    which groups every key, is only needed when the fingerprints differ."""
+
+    def fingerprint(column: str) -> F.Column:
+        # Decimal sums: ANSI mode would fail a long sum that overflows.
+        hashes = F.xxhash64(*RECORD_KEY).cast("decimal(38,0)") + F.hash(*RECORD_KEY).cast("decimal(38,0)")
+        return F.coalesce(F.sum(F.when(F.col(column) == 1, hashes)), F.lit(0).cast("decimal(38,0)"))
+
+    tagged = report.select(*RECORD_KEY, F.lit(1).alias("r"), F.lit(0).alias("q")).unionByName(
+        quotes.select(*RECORD_KEY, F.lit(0).alias("r"), F.lit(1).alias("q"))
+    )
+    return tagged.agg(
+        F.coalesce(F.sum("r"), F.lit(0)).cast("long").alias("report_rows"),
+        F.coalesce(F.sum("q"), F.lit(0)).cast("long").alias("quotes"),
+        fingerprint("r").alias("report_keys"),
+        fingerprint("q").alias("quote_keys"),
+    )
+
+
 def quote_coverage(report: DataFrame, quotes: DataFrame) -> DataFrame:
     """One row: `report_rows`, `quotes`, `mismatched_keys` (keys whose report rows != quotes), `example`."""
     tagged = report.select(*RECORD_KEY, F.lit(1).alias("r"), F.lit(0).alias("q")).unionByName(

@@ -29,15 +29,6 @@ def with_moving_average(trades: DataFrame) -> DataFrame:
     return trades.select("*", F.avg("trade_pr").over(window).alias("mov_avg_pr"))
 
 
-def previous_trading_day_trades(recent_trades: DataFrame) -> DataFrame:
-    """The trades of the latest day in `recent_trades` (D−7 … D−1, with `trade_dt`).
-
-    The day is chosen per date, not per pair: one max over all rows.
-    """
-    last_day = recent_trades.agg(F.max("trade_dt").alias("trade_dt"))
-    return recent_trades.join(F.broadcast(last_day), on="trade_dt", how="inner")
-
-
 def closing_trades(previous_day_trades: DataFrame) -> DataFrame:
     """Per pair, the last trade of the previous trading day: close and its moving average."""
     last = F.max(F.struct("event_tm", "event_seq_nb", "trade_pr", "mov_avg_pr")).alias("last")
