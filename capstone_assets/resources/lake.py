@@ -34,6 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from capstone_assets.resources.pyfs import PyFileSystem
 from capstone_assets.resources.swap import Slot, Swapper
 
 # Spark's FAILED_READ_FILE error names the file it could not read.
@@ -60,7 +61,7 @@ def io_error(spark: SparkSession, error: BaseException) -> str | None:
     """The innermost java.io.IOException behind a failed Spark call ("No space left on device",
     "Parent path is not a directory: …"), or None when the failure is not one."""
     throwable = getattr(error, "java_exception", None)
-    if throwable is None:
+    if throwable is None or is_connect(spark):  # under Spark Connect the message is all there is
         return None
     io = spark._jvm.java.lang.Class.forName("java.io.IOException")
     found, seen = None, 0
@@ -69,6 +70,28 @@ def io_error(spark: SparkSession, error: BaseException) -> str | None:
             found = throwable
         throwable, seen = throwable.getCause(), seen + 1
     return None if found is None else found.toString()
+
+def is_connect(spark) -> bool:
+    """Whether `spark` is a Spark Connect session (`SPARK_REMOTE`): no JVM in this process."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def filesystem(spark, path: str):
+    """(the FileSystem of `path`, `path` as its Path): Hadoop's through py4j, or under Spark Connect
+    the fsspec look-alike of pyfs.py."""
+    if is_connect(spark):
+        fs = PyFileSystem(path)
+        return fs, fs.path(path)
+    jvm_path = spark._jvm.org.apache.hadoop.fs.Path(path)
+    return jvm_path.getFileSystem(spark._jsc.hadoopConfiguration()), jvm_path
+
+
+def child_path(spark, parent, child: str):
+    """Hadoop's `new Path(parent, child)` on either kind of session."""
+    if is_connect(spark):
+        return PyFileSystem(str(parent)).path(parent, child)
+    return spark._jvm.org.apache.hadoop.fs.Path(parent, child)
+
 
 FORMATS = ("csv", "json")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -130,10 +153,11 @@ class LakeResource(ConfigurableResource):
     lake_root: str
 
     def _fs(self, spark: SparkSession, path: str):
-        jvm_path = spark._jvm.org.apache.hadoop.fs.Path(path)
-        return jvm_path.getFileSystem(spark._jsc.hadoopConfiguration()), jvm_path
+        return filesystem(spark, path)
 
     def _path(self, spark: SparkSession, path: str):
+        if is_connect(spark):
+            return PyFileSystem(path).path(path)
         return spark._jvm.org.apache.hadoop.fs.Path(path)
 
     # ----------------------------------------------------------------- landing
@@ -184,7 +208,7 @@ class LakeResource(ConfigurableResource):
         path = f"{self.asset_root(asset)}/_staging/trade_dt={day}.{uuid.uuid4().hex}"
         try:
             self._swapper(spark).remove_abandoned(self._slot(asset, day))
-            df.drop("trade_dt").write.mode("errorifexists").parquet(path)
+            df.drop("trade_dt").write.mode("error").parquet(path)
         except Exception as error:
             with contextlib.suppress(Exception):  # what the failed write left (the disk may be full)
                 self.discard(spark, StagedDay(asset, day, path))

@@ -36,7 +36,9 @@ from capstone_assets.resources.lake import (
     LakeProblem,
     LandingFiles,
     absolute,
+    child_path,
     file_format,
+    filesystem,
 )
 from capstone_assets.resources.spark import spark_config
 
@@ -162,15 +164,15 @@ class LandingZone:
         return found
 
     def _filesystem(self):
-        root = self.spark._jvm.org.apache.hadoop.fs.Path(self.root)
-        return root, root.getFileSystem(self.spark._jsc.hadoopConfiguration())
+        fs, root = filesystem(self.spark, self.root)
+        return root, fs
 
     def _exchange_folders(self, day: str) -> list[str]:
         """The day's exchange folders, as `<format>/<day>/<exchange>`."""
         root, fs = self._filesystem()
         folders = []
         for fmt in FORMATS:
-            day_folder = self.spark._jvm.org.apache.hadoop.fs.Path(root, f"{fmt}/{day}")
+            day_folder = child_path(self.spark, root, f"{fmt}/{day}")
             if fs.exists(day_folder):
                 folders += [
                     f"{fmt}/{day}/{status.getPath().getName()}"
@@ -191,8 +193,7 @@ class LandingZone:
             and status.getPath().getName() not in FORMATS
             and not status.getPath().getName().startswith(HIDDEN)
         )
-        Path = self.spark._jvm.org.apache.hadoop.fs.Path
-        return [f"{name}/{day}" for name in names if fs.exists(Path(root, f"{name}/{day}"))]
+        return [f"{name}/{day}" for name in names if fs.exists(child_path(self.spark, root, f"{name}/{day}"))]
 
     def landing_files(self, day: str) -> LandingFiles:
         listing = self.listing(day)
@@ -206,10 +207,8 @@ class LandingZone:
 
     def _walk(self, fmt: str, day: str | None) -> Iterator[tuple[str, int, int, list[str]]]:
         """(path, size, modification time in ms, parts below `<format>/`) of every file."""
-        jvm = self.spark._jvm
-        folder = jvm.org.apache.hadoop.fs.Path(f"{self.root}/{fmt}")
-        fs = folder.getFileSystem(self.spark._jsc.hadoopConfiguration())
-        start = folder if day is None else jvm.org.apache.hadoop.fs.Path(folder, day)
+        fs, folder = filesystem(self.spark, f"{self.root}/{fmt}")
+        start = folder if day is None else child_path(self.spark, folder, day)
         if not fs.exists(start):
             return
         prefix = fs.makeQualified(folder).toString().rstrip("/") + "/"

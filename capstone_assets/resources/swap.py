@@ -87,7 +87,8 @@ def _not_found(error: Py4JJavaError) -> bool:
 
 
 class Swapper:
-    """The switch protocol on one Hadoop FileSystem (`fs`), with `path` making its Path objects."""
+    """The switch protocol on one Hadoop FileSystem (`fs`), with `path` making its Path objects
+    (or on `pyfs.PyFileSystem`, the same calls without a JVM)."""
 
     def __init__(self, fs, path, log):
         self._fs, self._path, self._log = fs, path, log
@@ -100,6 +101,8 @@ class Swapper:
         """The entries of a folder, hidden and marker files aside; None when it is not there."""
         try:
             statuses = self._fs.listStatus(self._path(path))
+        except FileNotFoundError:  # the fsspec filesystem of a Spark Connect session (pyfs.py)
+            return None
         except Py4JJavaError as error:
             if _not_found(error):
                 return None
@@ -144,6 +147,8 @@ class Swapper:
     def _read(self, path: str) -> str | None:
         try:
             stream = self._fs.open(self._path(path))
+        except FileNotFoundError:
+            return None
         except Py4JJavaError as error:
             if _not_found(error):
                 return None
