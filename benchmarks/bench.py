@@ -1,7 +1,7 @@
 """`make bench`: one day end to end through Dagster, against a DuckDB reference, at several sizes.
 
     .venv/bin/python benchmarks/bench.py [--sizes 1000000 4000000 16000000] [--repeat 3] \\
-        [--workdir var/bench] [--json var/bench/results.json]
+        [--workdir var/bench] [--json var/bench/results.json] [--spark-server] [--sample DIR]
 
 For each size N it lands (with `capstone-generate`) a trading day of N events
 whose previous trading day is loaded first, then, `--repeat` times:
@@ -17,7 +17,15 @@ The table shows medians; the ratio is the platform's time over DuckDB's in the
 same benchmark run, a fair measure on a shared machine whose speed drifts.
 Before any number is printed, the platform's six datasets are checked to hold
 the same rows as the reference's. The fixed cost is the same run on a day of
-100 events. `--json` writes every measurement.
+100 events. When the exchange sample is there (`--sample`, by default
+`../shared/data/sample` or `CAPSTONE_SAMPLE_DIR`), its second day is measured
+the same way, its first day loaded before. `--json` writes every measurement.
+
+`--spark-server` runs everything on one shared Spark Connect server (PySpark's
+persistent local server, `SPARK_API_MODE=connect SPARK_LOCAL_CONNECT_REUSE=1`):
+the first run starts it and is reported apart, every later run connects to the
+warm server, whose resident memory is counted in each run's peak. The server is
+stopped at the end.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ BIN = Path(sys.executable).parent
 FIXED_DAY, FIRST_PREVIOUS = "2020-08-03", "2020-08-04"
 STAGE_STEPS = {"ingestion": ["ingestion"], "eod_load": ["trades", "quotes"], "report": ["eod_quote_report"]}
 PAGE = os.sysconf("SC_PAGE_SIZE")
+DEFAULT_SAMPLE = Path(os.environ.get("CAPSTONE_SAMPLE_DIR", REPO.parent / "shared" / "data" / "sample"))
+SAMPLE_DAYS = ("2020-08-05", "2020-08-06")
 
 
 def trading_days_after(day: str, count: int) -> list[str]:
@@ -71,11 +81,14 @@ def _children() -> dict[int, list[int]]:
     return children
 
 
-def tree_rss(root: int) -> int:
-    """Bytes resident in `root` and all its descendants."""
-    children, total, stack = _children(), 0, [root]
+def tree_rss(*roots: int) -> int:
+    """Bytes resident in the `roots` and all their descendants, each process counted once."""
+    children, seen, total, stack = _children(), set(), 0, list(roots)
     while stack:
         pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
         stack += children.get(pid, [])
         try:
             with open(f"/proc/{pid}/statm") as statm:
@@ -85,8 +98,31 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def run_measured(command: list[str], env: dict[str, str], log: Path) -> tuple[float, int]:
-    """Runs `command`; its wall seconds and the peak resident bytes of its process tree."""
+class SharedServer:
+    """PySpark 4.3's persistent local Spark Connect server, shared by every run (`--spark-server`):
+    the first run starts it, the others connect to it. Its memory counts in every run's peak."""
+
+    def __init__(self, work: Path):
+        self.discovery = work / "connect" / "discovery.json"
+        self.env = {"SPARK_API_MODE": "connect", "SPARK_LOCAL_CONNECT_REUSE": "1",
+                    "SPARK_LOCAL_CONNECT_DISCOVERY": str(self.discovery)}  # fmt: skip
+
+    def pid(self) -> int | None:
+        try:
+            return json.loads(self.discovery.read_text()).get("pid")
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        subprocess.run([str(BIN / "python"), "-m", "pyspark.sql.connect.local_server", "--stop"],
+                       env={**os.environ, **self.env}, capture_output=True, timeout=120)  # fmt: skip
+
+
+def run_measured(
+    command: list[str], env: dict[str, str], log: Path, server: SharedServer | None = None
+) -> tuple[float, int]:
+    """Runs `command`; its wall seconds and the peak resident bytes of its process tree (and of
+    the shared Spark server's, when the run uses one)."""
     peak = 0
     started = time.perf_counter()
     with open(log, "wb") as output:
@@ -96,7 +132,8 @@ def run_measured(command: list[str], env: dict[str, str], log: Path) -> tuple[fl
         def sample() -> None:
             nonlocal peak
             while not done.wait(0.05):
-                peak = max(peak, tree_rss(process.pid))
+                server_pid = server.pid() if server else None
+                peak = max(peak, tree_rss(process.pid, *([server_pid] if server_pid else [])))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -114,8 +151,8 @@ def run_measured(command: list[str], env: dict[str, str], log: Path) -> tuple[fl
 class Platform:
     """Runs days through Dagster's CLI on a SQLite instance, tracker and lake of its own."""
 
-    def __init__(self, work: Path, landing: Path):
-        self.work = work
+    def __init__(self, work: Path, landing: Path, server: SharedServer | None = None):
+        self.work, self.server = work, server
         self.lake = work / "lake"
         home = work / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
@@ -127,13 +164,14 @@ class Platform:
             "CAPSTONE_LAKE_ROOT": str(self.lake),
             "CAPSTONE_TRACKER_URL": f"sqlite:///{work / 'tracker.db'}",
             "SPARK_MASTER": os.environ.get("SPARK_MASTER", "local[*]"),
+            **(server.env if server else {}),
         }
 
     def run_day(self, day: str) -> dict:
         log = self.work / f"run-{day}-{time.time_ns()}.log"
         command = [str(BIN / "dagster"), "asset", "materialize", "-m", "capstone_assets.definitions",
                    "--select", "*", "--partition", day]  # fmt: skip
-        seconds, peak = run_measured(command, self.env, log)
+        seconds, peak = run_measured(command, self.env, log, self.server)
         return {"seconds": seconds, "peak_bytes": peak, "stages": self.stage_seconds(), "log": str(log)}
 
     def stage_seconds(self) -> dict[str, float]:
@@ -236,14 +274,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--json", type=Path, default=None, help="default: WORKDIR/results.json")
+    parser.add_argument("--spark-server", action="store_true",
+                        help="every run on one shared Spark Connect server (PySpark's persistent local server)")
+    parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE,
+                        help="the exchange sample: its second day is measured too (default: %(default)s)")
     args = parser.parse_args(argv)
+    server = SharedServer(args.workdir.resolve()) if args.spark_server else None
+    try:
+        return measure(args, server)
+    finally:
+        if server:
+            server.stop()
+
+
+def measure(args: argparse.Namespace, server: SharedServer | None) -> int:
 
     work = args.workdir.resolve()
     if work.exists():
         subprocess.run(["rm", "-rf", str(work)], check=True)
     landing, reference = work / "landing", work / "reference"
     work.mkdir(parents=True)
-    platform_ = Platform(work, landing)
+    platform_ = Platform(work, landing, server)
     days = trading_days_after(FIRST_PREVIOUS, len(args.sizes))
     print(f"Generating: {FIXED_DAY} (100 events), {FIRST_PREVIOUS} (previous day, {args.sizes[0]:,} events), "
           + ", ".join(f"{day} ({n:,})" for day, n in zip(days, args.sizes)), flush=True)  # fmt: skip
@@ -252,7 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     for seed, (day, events) in enumerate(zip(days, args.sizes), start=3):
         generate(landing, day, events, seed)
 
-    results = {"machine": {"cores": os.cpu_count(), "platform": platform.platform()}, "fixed": [], "sizes": {}}
+    results = {"machine": {"cores": os.cpu_count(), "platform": platform.platform()}, "fixed": [], "sizes": {},
+               "spark_server": bool(server), "sample": []}  # fmt: skip
+    if server:  # the first run starts the shared server: measured apart, the fixed cost is a warm run's
+        results["server_start"] = platform_.run_day(FIXED_DAY)
+        print(f"first run, starting the shared Spark server: {results['server_start']['seconds']:.1f} s", flush=True)
+    if args.sample and (args.sample / "csv").is_dir():
+        sample = Platform(work / "sample", args.sample, server)
+        sample.run_day(SAMPLE_DAYS[0])  # its previous trading day, loaded
+        for _ in range(args.repeat):
+            results["sample"].append(sample.run_day(SAMPLE_DAYS[1]))
+        print(f"sample day {SAMPLE_DAYS[1]}: {median([r['seconds'] for r in results['sample']]):.1f} s", flush=True)
     for _ in range(args.repeat):
         results["fixed"].append(platform_.run_day(FIXED_DAY))
     print(f"fixed cost (100 events): {median([r['seconds'] for r in results['fixed']]):.1f} s", flush=True)
@@ -294,7 +355,17 @@ def table(results: dict) -> str:
             f"| {int(events):,} | {stage['ingestion']:.1f} | {stage['eod_load']:.1f} | {stage['report']:.1f} | "
             f"{total:.1f} | {int(events) / total:,.0f} | {peak:.2f} GiB | {ref:.1f} | {total / ref:.2f} |"
         )
+    mode = "one shared Spark Connect server (--spark-server)" if results.get("spark_server") else "a JVM per run"
+    lines.insert(0, f"Spark: {mode}\n")
     lines.append(f"\nFixed cost (a day of 100 events, whole run): {fixed:.1f} s")
+    if results.get("sample"):
+        sample = results["sample"]
+        lines.append(
+            f"Sample day {SAMPLE_DAYS[1]} (the exchange sample), all six assets from the command line: "
+            f"{median([r['seconds'] for r in sample]):.1f} s, peak {median([r['peak_bytes'] for r in sample]) / 2**30:.2f} GiB"
+        )
+    if results.get("server_start"):
+        lines.append(f"First run, starting the shared server: {results['server_start']['seconds']:.1f} s")
     return "\n".join(lines)
 
 
