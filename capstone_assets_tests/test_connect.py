@@ -5,8 +5,10 @@ the server (a JVM of its own, with the platform's driver settings) and later run
 connect to it, so a run pays neither a JVM start nor a cold Spark. Under Connect
 the run's Python has no JVM: the lake's and the landing zone's file operations go
 through fsspec (`pyfs.py`). Two sample days run through the Dagster CLI, each in a
-process of its own; both must use the same server, and the six datasets must equal
-local mode's. The server is stopped afterwards.
+process of its own: the first starts the shared server, the second reaches it as an
+operator's own Connect server (`SPARK_REMOTE=sc://host:port`, its token in
+`SPARK_CONNECT_AUTHENTICATE_TOKEN`). Both must use that one server, and the six
+datasets must equal local mode's. The server is stopped afterwards.
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ def test_runs_share_one_spark_connect_server_and_equal_local_mode(spark, sample_
     env, discovery = shared_server_env
     pids = []
     for day in DAYS:
+        if pids:  # the second day as an operator's own server is reached: SPARK_REMOTE (no master)
+            server = json.loads(discovery.read_text())
+            env = {k: v for k, v in env.items() if k not in ("SPARK_API_MODE", "SPARK_LOCAL_CONNECT_REUSE")}
+            env.update({"SPARK_REMOTE": f"sc://{server['host']}:{server['port']}",
+                        "SPARK_CONNECT_AUTHENTICATE_TOKEN": server["token"]})  # fmt: skip
         command = [str(REPO / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m",
                    "capstone_assets.definitions", "--select", "*", "--partition", day]  # fmt: skip
         done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,

@@ -58,6 +58,11 @@ def spark_config(master: str, jars_dir: Path = JARS_DIR) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
     }
+    if os.environ.get("SPARK_REMOTE"):
+        # A Spark Connect server of the operator's (SPARK_REMOTE=sc://…) has its master, jars and
+        # memory already; PySpark refuses a master beside it. The SQL settings above still apply.
+        del config["spark.master"]
+        return config
     jars = jar_paths(jars_dir)
     if jars:
         config["spark.jars"] = ",".join(jars)
@@ -100,7 +105,7 @@ class SparkResource(LazyPySparkResource):
             from pyspark import SparkContext
 
             if SparkContext._active_spark_context is None:  # an existing session is reused as is
-                check_master(self.spark_config["spark.master"])
+                check_master(self.spark_config.get("spark.master", ""))
         super()._init_session()
 
 
