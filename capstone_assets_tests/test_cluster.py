@@ -22,16 +22,11 @@ from pathlib import Path
 
 import pyspark
 import pytest
-from dagster import DagsterInstance, materialize
-from pyspark.testing import assertDataFrameEqual
-
-from capstone_assets import assets
-from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
 from capstone_assets_tests.conftest import IN_CI, REPO
+from capstone_assets_tests.local_mode import assert_same_datasets, materialize_locally
 
 pytestmark = pytest.mark.e2e
 DAYS = ("2020-08-05", "2020-08-06")
-DATASETS = ("raw_trades", "raw_quotes", "raw_rejects", "trades", "quotes", "eod_quote_report")
 SPARK_HOME = Path(pyspark.__file__).parent
 START_TIMEOUT_SECONDS = 120
 RUN_TIMEOUT_SECONDS = 600  # a loaded CI machine: a sample day took 150 s with load average 5 on 2 cores
@@ -190,20 +185,7 @@ def test_two_days_on_a_standalone_cluster_equal_local_mode(spark, sample_dir, cl
     scripts.start()
     try:
         # Meanwhile local mode: the same days through the same assets, on this session's local Spark.
-        local_lake = tmp_path / "local_lake"
-        resources = {
-            "spark": spark_resource("local[2]"),
-            "lake": LakeResource(landing_root=str(sample_dir), lake_root=str(local_lake)),
-            "tracker": TrackerResource(url=f"sqlite:///{tmp_path / 'local_tracker.db'}"),
-            "quality": QualityResource(),
-        }
-        instance = DagsterInstance.ephemeral()
-        for day in DAYS:
-            result = materialize(
-                [assets.ingestion, assets.trades, assets.quotes, assets.eod_quote_report],
-                partition_key=day, resources=resources, instance=instance,
-            )  # fmt: skip
-            assert result.success
+        local_lake = materialize_locally(sample_dir, tmp_path, DAYS)
         scripts.join()
     finally:
         scripts.stop()
@@ -212,11 +194,7 @@ def test_two_days_on_a_standalone_cluster_equal_local_mode(spark, sample_dir, cl
         f"{scripts.failures}\n{scripts.log.read_text()[-6000:]}\n" + "\n".join(d.tail() for d in daemons)
     )
 
-    for dataset in DATASETS:
-        for day in DAYS:
-            on_cluster = spark.read.parquet(str(tmp_path / "cluster_lake" / dataset / f"trade_dt={day}"))
-            local = spark.read.parquet(str(local_lake / dataset / f"trade_dt={day}"))
-            assertDataFrameEqual(on_cluster, local)
+    assert_same_datasets(spark, tmp_path / "cluster_lake", local_lake, DAYS)
     report = spark.read.parquet(str(tmp_path / "cluster_lake" / "eod_quote_report" / "trade_dt=2020-08-06"))
     assert report.count() == 540
 

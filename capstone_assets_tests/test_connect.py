@@ -20,16 +20,12 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, materialize
-from pyspark.testing import assertDataFrameEqual
 
-from capstone_assets import assets
-from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
 from capstone_assets_tests.conftest import REPO
+from capstone_assets_tests.local_mode import assert_same_datasets, materialize_locally
 
 pytestmark = pytest.mark.e2e
 DAYS = ("2020-08-05", "2020-08-06")
-DATASETS = ("raw_trades", "raw_quotes", "raw_rejects", "trades", "quotes", "eod_quote_report")
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 RUN_TIMEOUT_SECONDS = 600
 
@@ -98,24 +94,7 @@ def test_runs_share_one_spark_connect_server_and_equal_local_mode(spark, sample_
     assert pids[0] is not None and pids == [pids[0]] * len(DAYS), pids
     assert alive(pids[0])
 
-    local_lake = tmp_path / "local_lake"
-    resources = {
-        "spark": spark_resource("local[2]"),
-        "lake": LakeResource(landing_root=str(sample_dir), lake_root=str(local_lake)),
-        "tracker": TrackerResource(url=f"sqlite:///{tmp_path / 'local_tracker.db'}"),
-        "quality": QualityResource(),
-    }
-    instance = DagsterInstance.ephemeral()
-    for day in DAYS:
-        result = materialize(
-            [assets.ingestion, assets.trades, assets.quotes, assets.eod_quote_report],
-            partition_key=day, resources=resources, instance=instance,
-        )  # fmt: skip
-        assert result.success
-    for dataset in DATASETS:
-        for day in DAYS:
-            shared = spark.read.parquet(str(tmp_path / "connect_lake" / dataset / f"trade_dt={day}"))
-            local = spark.read.parquet(str(local_lake / dataset / f"trade_dt={day}"))
-            assertDataFrameEqual(shared, local)
+    local_lake = materialize_locally(sample_dir, tmp_path, DAYS)
+    assert_same_datasets(spark, tmp_path / "connect_lake", local_lake, DAYS)
     report = spark.read.parquet(str(tmp_path / "connect_lake" / "eod_quote_report" / "trade_dt=2020-08-06"))
     assert report.count() == 540
