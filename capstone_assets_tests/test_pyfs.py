@@ -12,6 +12,7 @@ import pytest
 from py4j.protocol import Py4JJavaError
 
 from capstone_assets.resources.lake import filesystem
+from capstone_assets.resources.landing import uses_spark_connect
 from capstone_assets.resources.pyfs import PyFileSystem
 
 
@@ -102,3 +103,11 @@ def test_renames_deletes_and_missing_files_agree(spark, tmp_path):
         answers[name] = steps
     assert answers["python"] == answers["hadoop"]
     assert answers["python"][:3] == [True, "not found", True]
+
+
+def test_sessions_go_to_spark_connect_when_its_variables_say_so():
+    assert uses_spark_connect({"SPARK_REMOTE": "sc://spark:15002"})
+    assert uses_spark_connect({"SPARK_API_MODE": "Connect", "SPARK_LOCAL_CONNECT_REUSE": "1"})
+    assert not uses_spark_connect({"SPARK_API_MODE": "classic"})
+    assert not uses_spark_connect({"SPARK_REMOTE": ""})
+    assert not uses_spark_connect({})

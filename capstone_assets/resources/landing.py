@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -108,11 +109,24 @@ def local_session() -> SparkSession:
     sensor needs one. In the code server the first tick starts it (a few
     seconds, a few hundred MB) and later ticks reuse it; it only lists files
     and runs no Spark job, so a local master is enough whatever SPARK_MASTER
-    names, and it reads the same Hadoop configuration and jars as the runs."""
+    names, and it reads the same Hadoop configuration and jars as the runs.
+    Under Spark Connect it is a session on the runs' server (no JVM here)."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    if uses_spark_connect():
+        # The runs' shared server: if this is the first process to need it, it starts it, so
+        # it passes the runs' settings (a `local[1]` server would serve every run on one core).
+        from capstone_assets import settings
+
+        return spark_session_from_config(spark_config(settings.value("SPARK_MASTER")))
     return spark_session_from_config({**spark_config("local[1]"), "spark.ui.enabled": "false"})
+
+
+def uses_spark_connect(environ=os.environ) -> bool:
+    """Whether sessions go to a Spark Connect server: `SPARK_REMOTE`, or `SPARK_API_MODE=connect`
+    (with `SPARK_LOCAL_CONNECT_REUSE=1`, PySpark's shared local server)."""
+    return bool(environ.get("SPARK_REMOTE")) or environ.get("SPARK_API_MODE", "").lower() == "connect"
 
 
 @dataclass
