@@ -13,7 +13,7 @@ from py4j.protocol import Py4JJavaError
 
 from capstone_assets.resources.lake import filesystem
 from capstone_assets.resources.landing import uses_spark_connect
-from capstone_assets.resources.pyfs import PyFileSystem
+from capstone_assets.resources.pyfs import PyFileSystem, UnsupportedStore
 
 
 def both(spark, root):
@@ -49,6 +49,9 @@ def lay_out(root):
     (root / "day" / "NYSE" / "b2.txt").write_text("abcdef\n")
     (root / "day" / "_staging").mkdir()
     (root / "day" / "x.swap.json").write_text("{}")
+    (root / "elsewhere").mkdir(parents=True)
+    (root / "elsewhere" / "b3.txt").write_text("ab\n")
+    (root / "day" / "CBOE").symlink_to(root / "elsewhere")  # a folder through a link: followed
 
 
 def test_listing_and_lookups_agree(spark, tmp_path):
@@ -111,3 +114,9 @@ def test_sessions_go_to_spark_connect_when_its_variables_say_so():
     assert not uses_spark_connect({"SPARK_API_MODE": "classic"})
     assert not uses_spark_connect({"SPARK_REMOTE": ""})
     assert not uses_spark_connect({})
+
+
+def test_stores_it_cannot_reach_without_a_jvm_are_refused_by_name():
+    for root in ("hdfs://namenode:8020/lake", "abfss://lake@account.dfs.core.windows.net/x"):
+        with pytest.raises(UnsupportedStore, match="without Spark Connect"):
+            PyFileSystem(root)

@@ -276,7 +276,10 @@ class LakeResource(ConfigurableResource):
         while True:
             folders = {day: swapper.visible(self._slot(asset, day)) for day in days}
             try:
-                return read({day: folder for day, folder in folders.items() if folder is not None})
+                frame = read({day: folder for day, folder in folders.items() if folder is not None})
+                if is_connect(spark):
+                    frame.schema  # Spark Connect reads lazily: resolve the folders now, inside the retry
+                return frame
             except AnalysisException as error:
                 if error.getCondition() != "PATH_NOT_FOUND" or attempt == READ_ATTEMPTS:
                     raise

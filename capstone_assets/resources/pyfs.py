@@ -7,11 +7,16 @@ FileSystem API that `swap.py` and `landing.py` use (`exists`, `listStatus`,
 fsspec, so both modules run unchanged on either kind of session.
 
 A path names its filesystem as Spark does: a local path or `file:` URL is the
-local disk; `s3a://`, `gs://`, `abfs(s)://`, `hdfs://` need fsspec's package for
-that store (`s3fs`, `gcsfs`, `adlfs`, `pyarrow`) and take their credentials from
-the environment the way those packages do (never from code). Paths come back in
-Hadoop's qualified form (`file:/…` for local files) so that listings compare
-with what the JVM side would have said.
+local disk (tested here, call by call against Hadoop's: test_pyfs.py);
+`s3a://bucket/…` and `gs://bucket/…` go through fsspec's `s3fs` and `gcsfs`
+(install them beside the platform), which take their credentials from the
+environment as those packages do, never from code. Stores whose URLs carry a
+host or account that fsspec moves out of the path (`hdfs://`, `abfs(s)://`,
+`wasb(s)://`) are refused with a clear error: run those without Spark Connect.
+Paths come back in Hadoop's qualified form (`file:/…` for local files,
+normalised like Hadoop's `Path`) so that listings compare with what the JVM side
+would have said. No listing is cached: the sensors and the switch protocol must
+see what Spark has just written.
 """
 
 from __future__ import annotations
@@ -19,14 +24,20 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import stat
 import re
 from dataclasses import dataclass
 
 import fsspec
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-# Hadoop's scheme names that fsspec spells otherwise.
-FSSPEC_PROTOCOLS = {"s3a": "s3", "s3n": "s3", "abfss": "abfs", "wasbs": "az", "wasb": "az", "gcs": "gs"}
+# Hadoop's scheme names and the fsspec protocol that serves them under Spark Connect: stores whose
+# bucket is the first part of the path, which fsspec keeps in its paths.
+FSSPEC_PROTOCOLS = {"file": "file", "s3a": "s3", "s3": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs"}
+
+
+class UnsupportedStore(ValueError):
+    """A lake or landing root whose store pyfs cannot reach without a JVM."""
 
 
 def scheme(path: str) -> str:
@@ -110,8 +121,16 @@ class PyFileSystem:
 
     def __init__(self, url: str):
         self._scheme = scheme(url)
-        protocol = FSSPEC_PROTOCOLS.get(self._scheme, self._scheme)
-        self._fs = fsspec.filesystem(protocol)
+        protocol = FSSPEC_PROTOCOLS.get(self._scheme)
+        if protocol is None:
+            raise UnsupportedStore(
+                f"{url}: under Spark Connect (SPARK_REMOTE, SPARK_API_MODE=connect) the lake and landing "
+                f"zone are reached without a JVM, which this platform does for local folders, s3a:// and "
+                f"gs:// only. Run {self._scheme}:// roots without Spark Connect (unset SPARK_REMOTE and "
+                "SPARK_API_MODE)."
+            )
+        # No listings cache and a fresh instance: what Spark wrote a moment ago must be seen.
+        self._fs = fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True)
 
     # ---------------------------------------------------------------- paths
     def path(self, path: str | PyPath, child: str | None = None) -> PyPath:
@@ -121,11 +140,15 @@ class PyFileSystem:
         return PyPath(self._qualified(text))
 
     def _qualified(self, text: str) -> str:
+        """Hadoop's `Path` text: `file:/x` for local paths; `//` collapsed, no trailing `/`."""
         if self._scheme == "file":
             local = text[len("file:") :] if text.startswith("file:") else text
             local = "/" + local.lstrip("/")  # file:///x and file:/x alike
             return "file:" + posixpath.normpath(local)
-        return text
+        head, _, rest = text.partition("://")
+        bucket, _, key = rest.partition("/")
+        key = posixpath.normpath("/" + key).lstrip("/") if key else ""
+        return f"{head}://{bucket}" + (f"/{key}" if key else "")
 
     def _native(self, path: str | PyPath) -> str:
         """The path as fsspec names it."""
@@ -138,6 +161,15 @@ class PyFileSystem:
         return f"{self._scheme}://{native.lstrip('/')}"
 
     def _status(self, info: dict) -> PyFileStatus:
+        if self._scheme == "file":  # as Hadoop: symbolic links followed, times in whole ms
+            try:
+                found = os.stat(info["name"])
+            except FileNotFoundError:  # a link to nothing: the link itself
+                found = os.lstat(info["name"])
+            return PyFileStatus(
+                PyPath(self._url(info["name"])), stat.S_ISDIR(found.st_mode), found.st_size,
+                found.st_mtime_ns // 1_000_000,
+            )  # fmt: skip
         modified = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or 0
         if hasattr(modified, "timestamp"):
             modified = modified.timestamp()
@@ -166,9 +198,18 @@ class PyFileSystem:
         return [self._status(info) for info in self._fs.ls(native, detail=True)]
 
     def listFiles(self, path, recursive: bool) -> _RemoteIterator:  # noqa: N802
+        if self._scheme == "file":  # as Hadoop: a walk that follows links to folders
+            found, folders = [], [path]
+            while folders:
+                for status in self.listStatus(folders.pop()):
+                    if not status.isDirectory():
+                        found.append(status)
+                    elif recursive:
+                        folders.append(status.getPath())
+            return _RemoteIterator(found)
         native = self._native(path)
-        found = self._fs.find(native, detail=True, maxdepth=None if recursive else 1)
-        return _RemoteIterator([self._status(info) for info in found.values() if info.get("type") != "directory"])
+        listed = self._fs.find(native, detail=True, maxdepth=None if recursive else 1)
+        return _RemoteIterator([self._status(info) for info in listed.values() if info.get("type") != "directory"])
 
     def globStatus(self, pattern) -> list[PyFileStatus]:  # noqa: N802
         return [self._status(info) for info in self._fs.glob(self._native(pattern), detail=True).values()]

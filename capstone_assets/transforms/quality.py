@@ -36,7 +36,8 @@ def key_stats(records: DataFrame, key: tuple[str, ...] = RECORD_KEY) -> DataFram
 
 
 def key_fingerprints(report: DataFrame, quotes: DataFrame) -> DataFrame:
-    """One row: `report_rows`, `quotes` and, per side, the sum of two 64-bit hashes of every row's key.
+    """One row: `report_rows`, `quotes` and, per side, the sum over its rows of two hashes of the key
+    (64-bit xxhash64 plus 32-bit Murmur3).
 
     Equal multisets of keys give equal sums; a missing, extra or changed key changes them
     (short of a hash collision). One pass over both sides, no shuffle: `quote_coverage`,
