@@ -71,6 +71,7 @@ def io_error(spark: SparkSession, error: BaseException) -> str | None:
         throwable, seen = throwable.getCause(), seen + 1
     return None if found is None else found.toString()
 
+
 def is_connect(spark) -> bool:
     """Whether `spark` is a Spark Connect session (`SPARK_REMOTE`): no JVM in this process."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
@@ -86,11 +87,12 @@ def filesystem(spark, path: str):
     return jvm_path.getFileSystem(spark._jsc.hadoopConfiguration()), jvm_path
 
 
-def child_path(spark, parent, child: str):
-    """Hadoop's `new Path(parent, child)` on either kind of session."""
+def child_path(spark, parent, child: str | None = None):
+    """Hadoop's `new Path(parent)` or `new Path(parent, child)` on either kind of session."""
     if is_connect(spark):
         return PyFileSystem(str(parent)).path(parent, child)
-    return spark._jvm.org.apache.hadoop.fs.Path(parent, child)
+    Path = spark._jvm.org.apache.hadoop.fs.Path
+    return Path(parent) if child is None else Path(parent, child)
 
 
 FORMATS = ("csv", "json")
@@ -156,9 +158,7 @@ class LakeResource(ConfigurableResource):
         return filesystem(spark, path)
 
     def _path(self, spark: SparkSession, path: str):
-        if is_connect(spark):
-            return PyFileSystem(path).path(path)
-        return spark._jvm.org.apache.hadoop.fs.Path(path)
+        return child_path(spark, path)
 
     # ----------------------------------------------------------------- landing
     def landing_day(self, fmt: str, day: str) -> str:

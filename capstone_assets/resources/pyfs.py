@@ -24,8 +24,8 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import stat
 import re
+import stat
 from dataclasses import dataclass
 
 import fsspec
