@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import tempfile
 import threading
@@ -343,14 +342,16 @@ def tagged(kind: str, frame: DataFrame) -> DataFrame:
 def ingest(spark, landing_root: Path, day: str) -> list:
     """Ingestion's reading and parsing of the day: every output row and every line read, in one Spark job."""
     listing = LandingZone(spark, str(landing_root)).listing(day)
-    lines = read_landing_lines(spark, listing, day, str(landing_root), logging.getLogger(__name__))
+    lines = read_landing_lines(spark, listing)
     parsed = parsing.parse_lines(lines, day)
+    # As the asset does, the lines read are counted from a second read that leaves bytes as they are.
+    counted = read_landing_lines(spark, listing, repair_utf8=False)
 
     outputs = [
         tagged("trade", parsing.select_trades(parsed)),
         tagged("quote", parsing.select_quotes(parsed)),
         tagged("reject", parsing.select_rejects(parsed)),
-        tagged("read", lines.select("source_file")),
+        tagged("read", counted.select("source_file")),
     ]
     # As the asset does, the lines are parsed once for the three outputs.
     parsed.persist(StorageLevel.MEMORY_ONLY)

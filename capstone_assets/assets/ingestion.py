@@ -47,8 +47,11 @@ SUMMARY_SYMBOLS = 50
 REJECT_PREVIEW_LINES = 5
 
 
-def read_landing_lines(spark: SparkSession, listing: Listing, day: str, root: str, log) -> DataFrame:
-    """The day's non-blank landing lines, every batch file of every exchange, each in its format."""
+def read_landing_lines(spark: SparkSession, listing: Listing, *, repair_utf8: bool = True) -> DataFrame:
+    """The day's non-blank landing lines, every batch file of every exchange, each in its format.
+
+    `repair_utf8=False` leaves bytes that are not UTF-8 as they are: enough to count the lines
+    (a byte that is not UTF-8 neither makes nor breaks a blank line), and cheaper."""
     by_format: dict[str, list[str]] = {}
     for f in listing.files:
         by_format.setdefault(f.read_as, []).append(f.path)
@@ -59,14 +62,13 @@ def read_landing_lines(spark: SparkSession, listing: Listing, day: str, root: st
             # SPEC.md §2: bytes that are not UTF-8 read as U+FFFD, one per maximal ill-formed
             # subpart (the Unicode Standard, as Python reads them), before any Java string sees
             # them: Java's decoder would merge some (a surrogate's 3 bytes into 1 U+FFFD).
-            F.make_valid_utf8("value").alias("value"),
+            F.make_valid_utf8("value").alias("value") if repair_utf8 else "value",
             F.col("_metadata.file_path").alias("source_file"),
             F.lit(fmt).alias("format"),
         )
         for fmt, paths in sorted(by_format.items())
     ]
     if not frames:
-        log.warning(f"No landing files for {day} under {root}: writing empty datasets")
         frames = [spark.createDataFrame([], "value string, source_file string, format string")]
     return parsing.clean_lines(reduce(DataFrame.unionByName, frames))
 
@@ -212,7 +214,9 @@ def _ingest(
     listing = zone.listing(day)
     file_count = len(listing.files)
     report_surprises(listing, day, zone.root, context.log)
-    lines = read_landing_lines(session, listing, day, zone.root, context.log)
+    if not listing.files:
+        context.log.warning(f"No landing files for {day} under {zone.root}: writing empty datasets")
+    lines = read_landing_lines(session, listing)
     # Each line is read and parsed once: the three outputs are written from this
     # cached copy (spilled to disk when it does not fit in memory).
     parsed = parsing.parse_lines(lines, day).persist(StorageLevel.MEMORY_AND_DISK)
@@ -222,7 +226,7 @@ def _ingest(
             for asset, (select, _, _) in OUTPUTS.items():
                 staged[asset] = lake.stage(session, select(parsed), asset, day)
                 context.log.info(f"{day}: {asset} written to staging")
-            summary = summarize(session, lines, staged)
+            summary = summarize(session, read_landing_lines(session, listing, repair_utf8=False), staged)
         except Exception as error:
             problem = read_failure(error, zone, day, listing)
             if problem is None:
