@@ -23,6 +23,14 @@ PROBE_TIMEOUT_SECONDS = 5.0
 # Local mode runs every task in the driver's JVM, whose heap Spark sizes at 1 GiB: a day of
 # 16 M events then fails ingestion with "Java heap space" (make bench). 3 GiB carries it.
 LOCAL_DRIVER_MEMORY = "3g"
+# One machine, so CPU is what runs short, not memory or network (JFR profiles of a 4 M-event
+# day, benchmarks/bench.py): ingestion's cache of the parsed lines is kept uncompressed (its
+# compression statistics box every value into a hash map: a sixth of ingestion's CPU), and
+# shuffle files stay on the local disk uncompressed. The settings of a cluster are its own.
+LOCAL_SPEEDUPS = {
+    "spark.sql.inMemoryColumnarStorage.compressed": "false",
+    "spark.shuffle.compress": "false",
+}
 
 
 class SparkMasterUnreachable(RuntimeError):
@@ -69,6 +77,7 @@ def spark_config(master: str, jars_dir: Path = JARS_DIR) -> dict[str, str]:
     if master.startswith("local"):
         # Small local data: 200 shuffle partitions would be 200 tiny files a day.
         config["spark.sql.shuffle.partitions"] = "8"
+        config.update(LOCAL_SPEEDUPS)
         if not driver_memory_configured():  # a setting here would override the operator's
             config["spark.driver.memory"] = LOCAL_DRIVER_MEMORY
     return config
