@@ -1,7 +1,10 @@
 """SPEC.md §4 on hand-computed timelines."""
 
 import datetime as dt
+import random
+from fractions import Fraction
 
+import pytest
 from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
@@ -62,6 +65,33 @@ def test_moving_average_includes_exactly_thirty_minutes_earlier(spark):
             Row(symbol="B", event_seq_nb=1, mov_avg_pr=1000.0),
         ],
     )
+
+
+def test_moving_average_equals_the_exact_mean_of_each_window(spark):
+    """Seeded trades at window edges (exactly 30 min, 1 µs over, same instant) and prices of
+    every size, the running sums' and (pair C: 1e300, 1e-9) the sliding frame's, against the
+    exact mean of each trade's window."""
+    rng = random.Random(7)
+    steps = [0, 1, 1_000, 60_000_000, 1_800_000_000, 1_799_999_999, 1_800_000_001, 600_000_000]
+    prices = {"A": [0.0, 0.1, 12.34, 99.99, 1e-4, 123456.789], "C": [1e300, 1.0, 1e-9, 5.5]}
+    rows, clock = [], dt.datetime.fromisoformat(f"{DAY} 09:30:00")
+    for symbol, exchange in [("A", "X"), ("A", "Y"), ("C", "X")]:
+        t = clock
+        for seq in range(60):
+            t += dt.timedelta(microseconds=rng.choice(steps))
+            rows.append((symbol, exchange, t, seq, clock, rng.choice(prices[symbol]), 100, None, "f"))
+    got = {
+        (r["symbol"], r["exchange"], r["event_seq_nb"]): r["mov_avg_pr"]
+        for r in report.with_moving_average(spark.createDataFrame(rows, schemas.TRADES)).collect()
+    }
+    assert len(got) == len(rows)
+    for symbol, exchange, t, seq, _, *_ in rows:
+        window = [
+            Fraction(r[5]) for r in rows
+            if (r[0], r[1]) == (symbol, exchange) and t - dt.timedelta(minutes=30) <= r[2] <= t
+        ]  # fmt: skip
+        exact = float(sum(window) / len(window))
+        assert got[(symbol, exchange, seq)] == pytest.approx(exact, rel=1e-15, abs=0), (symbol, exchange, seq)
 
 
 def test_latest_trade_previous_close_and_same_time_ordering(spark):
