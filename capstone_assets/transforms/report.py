@@ -73,13 +73,16 @@ def _running_moving_average(trades: DataFrame) -> DataFrame:
         F.lit(False).alias("_entry"),
     )
     so_far = W.partitionBy(*PAIR).orderBy("_at").rangeBetween(W.unboundedPreceding, W.currentRow)
-    count = F.sum("_count").over(so_far)
-    average = F.when(count > 0, F.sum("_amount").over(so_far).cast("double") / count)
+    count, amount = F.col("_in_window"), F.col("_window_amount")
     return (
         entries.unionByName(exits, allowMissingColumns=True)
-        .select("*", average.alias("mov_avg_pr"))
+        .select(
+            "*",
+            F.sum("_count").over(so_far).alias("_in_window"),
+            F.sum("_amount").over(so_far).alias("_window_amount"),
+        )
         .where("_entry")
-        .select(*trades.columns, "mov_avg_pr")
+        .select(*trades.columns, F.when(count > 0, amount.cast("double") / count).alias("mov_avg_pr"))
     )
 
 
