@@ -95,7 +95,8 @@ def close_broadcast_problems(plan: str) -> list[str]:
     """The previous close joins every quote by pair: hinted, it is a broadcast hash join."""
     lines = plan.splitlines()
     broadcasts_close = any(
-        "BroadcastExchange" in line and "AS close_pr" in lines[i + 1] for i, line in enumerate(lines[:-1])
+        "BroadcastExchange" in line and "AS close_mov_avg_pr" in lines[i + 1]
+        for i, line in enumerate(lines[:-1])
     )
     problems = [] if CLOSE_JOIN.search(plan) and broadcasts_close else ["the previous close is not broadcast"]
     for join in ("SortMergeJoin", "ShuffledHashJoin"):
@@ -142,15 +143,22 @@ def test_report_plan_is_per_pair_and_broadcasts_the_previous_close(no_auto_broad
     # Every sort is a window's, within one (symbol, exchange): no ordering of the whole day.
     sorts = [line for line in plan.splitlines() if re.search(r"\bSort \[", line)]
     assert sorts and all(PAIR_SORT.search(line) for line in sorts), plan
-    # Shuffles of rows by pair: for D and for D-1 the moving average's running sums and the
-    # sliding frame of the pairs with unusual prices, then D's timeline. (The distinct pairs with
-    # unusual prices are shuffled too: a row per pair, computed once and reused.)
+    # Shuffles of rows by pair, all of D: the moving average's running sums, the sliding frame of
+    # the pairs with unusual prices, the timeline. (The distinct pairs with unusual prices and the
+    # previous day's aggregates per pair are shuffled too: a row per pair and task.)
     lines = plan.splitlines()
     row_shuffles = [
         line for line, below in zip(lines, lines[1:])
-        if "Exchange hashpartitioning(symbol#" in line and "functions=[]" not in below
+        if "Exchange hashpartitioning(symbol#" in line and "functions=[]" not in below and "partial_" not in below
     ]  # fmt: skip
-    assert len(row_shuffles) <= 5, plan
+    assert len(row_shuffles) <= 3, plan
+    # The previous day's close and its average are aggregates per pair: no window sorts D-1.
+    [close] = [
+        i
+        for i, line in enumerate(lines[:-1])
+        if "BroadcastExchange" in line and "AS close_mov_avg_pr" in lines[i + 1]
+    ]
+    assert not any("Window" in line or "Sort [" in line for line in subtree(lines, close)), plan
 
 
 def test_the_checks_catch_what_they_look_for(no_auto_broadcast, plan_lake, monkeypatch):

@@ -94,6 +94,39 @@ def test_moving_average_equals_the_exact_mean_of_each_window(spark):
         assert got[(symbol, exchange, seq)] == pytest.approx(exact, rel=1e-15, abs=0), (symbol, exchange, seq)
 
 
+def test_closing_trade_and_its_average_match_the_last_trade_of_each_pair(spark):
+    """Seeded previous days: each pair's close is its trade with the greatest (event_tm,
+    event_seq_nb), several trades sharing the last instant, and the close's average is the exact
+    mean of the pair's trades from 30 minutes before it (window edges at exactly 30 min and
+    1 µs over; pair C with prices the decimal sums cannot carry)."""
+    rng = random.Random(11)
+    steps = [0, 1, 1_000, 60_000_000, 1_800_000_000, 1_799_999_999, 1_800_000_001, 600_000_000]
+    prices = {"A": [0.0, 0.1, 12.34, 99.99, 1e-4, 123456.789], "C": [1e300, 1.0, 1e-9, 5.5]}
+    rows, clock = [], dt.datetime.fromisoformat(f"{FRIDAY} 09:30:00")
+    for symbol, exchange, count in [("A", "X", 40), ("A", "Y", 3), ("C", "X", 40), ("D", "X", 1)]:
+        t, seqs = clock, rng.sample(range(-1000, 1000), count)
+        for seq in seqs:
+            t += dt.timedelta(microseconds=rng.choice(steps))
+            rows.append(
+                (symbol, exchange, t, seq, clock, rng.choice(prices.get(symbol, [7.0])), 100, None, "f")
+            )
+        # The last instant again, with sequence numbers above and below all others.
+        rows += [
+            (symbol, exchange, t, n, clock, rng.choice([2.0, 3.0]), 100, None, "f") for n in (5000, -5000)
+        ]
+    got = {
+        (r["symbol"], r["exchange"]): (r["close_pr"], r["close_mov_avg_pr"])
+        for r in report.closing_trades(spark.createDataFrame(rows, schemas.TRADES)).collect()
+    }
+    assert set(got) == {(r[0], r[1]) for r in rows}
+    for pair, (close, average) in got.items():
+        mine = [r for r in rows if (r[0], r[1]) == pair]
+        last = max(mine, key=lambda r: (r[2], r[3]))
+        window = [Fraction(r[5]) for r in mine if last[2] - dt.timedelta(minutes=30) <= r[2]]
+        assert close == last[5], pair
+        assert average == pytest.approx(float(sum(window) / len(window)), rel=1e-15, abs=0), pair
+
+
 def test_latest_trade_previous_close_and_same_time_ordering(spark):
     friday = trades(spark, [
         ("A", "X", "15:00:00", 1, 8.0),

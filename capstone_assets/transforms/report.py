@@ -92,16 +92,39 @@ def _sliding_moving_average(trades: DataFrame) -> DataFrame:
 
 
 def closing_trades(previous_day_trades: DataFrame) -> DataFrame:
-    """Per pair, the last trade of the previous trading day: close and its moving average."""
-    last = F.max(F.struct("event_tm", "event_seq_nb", "trade_pr", "mov_avg_pr")).alias("last")
+    """Per pair, the last trade of the previous trading day: close and its moving average.
+
+    The close's average needs only the pair's trades of the 30 minutes up to it, so no window
+    runs over the day: one aggregate finds each pair's last `event_tm`, a second (the day's
+    trades joined to it by pair, broadcast) keeps the trades from 30 minutes before it and
+    takes the close (the greatest `event_seq_nb` at that instant) and their mean, the same
+    decimal sum as `with_moving_average` (a double's when a price lies outside `EXACT_PRICE`).
+    Both are hash aggregates of fixed-width values: no sort of the day's trades."""
+    last = previous_day_trades.groupBy(*PAIR).agg(F.max("event_tm").alias("_last_tm"))
+    in_window = previous_day_trades.join(F.broadcast(last), on=list(PAIR), how="inner").where(
+        _micros("event_tm") >= _micros("_last_tm") - MOVING_AVERAGE_MICROS
+    )
+    low, high = (F.lit(bound) for bound in EXACT_PRICE)
+    price = F.col("trade_pr")
+    exact = (price == 0) | ((price >= low) & (price < high))
+    at_close = F.col("event_tm") == F.col("_last_tm")
+    count, amount = F.col("_count"), F.col("_amount")
     return (
-        with_moving_average(previous_day_trades)
-        .groupBy(*PAIR)
-        .agg(last)
+        in_window.groupBy(*PAIR)
+        .agg(
+            # `max_by` skips null orderings: only the trades of the last instant compete.
+            F.max_by(F.when(at_close, price), F.when(at_close, F.col("event_seq_nb"))).alias("close_pr"),
+            F.sum(F.when(exact, price.cast(_SUM))).alias("_amount"),
+            F.count(price).alias("_count"),
+            F.count(F.when(~exact, 1)).alias("_unusual"),
+            F.avg(price).alias("_double_mean"),
+        )
         .select(
             *PAIR,
-            F.col("last.trade_pr").alias("close_pr"),
-            F.col("last.mov_avg_pr").alias("close_mov_avg_pr"),
+            "close_pr",
+            F.when(F.col("_unusual") > 0, F.col("_double_mean"))
+            .when(count > 0, amount.cast("double") / count)
+            .alias("close_mov_avg_pr"),
         )
     )
 
