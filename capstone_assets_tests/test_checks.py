@@ -7,7 +7,8 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance, materialize
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from pyspark.sql import Row
+from pyspark.sql import Observation, Row
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from capstone_assets import assets, checks
@@ -16,6 +17,7 @@ from capstone_assets.definitions import defs
 from capstone_assets.demo import write_demo_landing
 from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
 from capstone_assets.transforms import load, quality
+from capstone_assets.transforms import report as report_transform
 
 ALL_ASSETS = [assets.ingestion, assets.trades, assets.quotes, assets.eod_quote_report]
 TS = dt.datetime(2020, 8, 6, 10, 0)
@@ -83,7 +85,7 @@ def event(symbol, seq, exchange="NYSE"):
     return Row(symbol=symbol, exchange=exchange, event_tm=TS, event_seq_nb=seq)
 
 
-def test_the_coverage_fast_path_agrees_with_grouping_every_key(spark):
+def test_the_coverage_fast_path_agrees_with_grouping_every_key(spark, tmp_path):
     quotes = spark.createDataFrame([event("A", 1), event("A", 2), event("B", 1)])
     reports = {
         "same": [event("B", 1), event("A", 2), event("A", 1)],
@@ -98,6 +100,22 @@ def test_the_coverage_fast_path_agrees_with_grouping_every_key(spark):
         assert analytics.quote_coverage(report, quotes) == slow, name
         prints = quality.key_fingerprints(report, quotes).first()
         assert (prints["report_keys"] == prints["quote_keys"]) == (name == "same"), name
+        # The same fingerprints, observed while a job writes both sides (as the report asset does).
+        seen = {"quotes": Observation(), "report": Observation()}
+        both = quotes.observe(seen["quotes"], *quality.key_fingerprint("quotes", "quote_keys")).unionByName(
+            report.observe(seen["report"], *quality.key_fingerprint("report_rows", "report_keys"))
+        )
+        both.write.parquet(str(tmp_path / name))
+        observed = {**analytics.observed(seen["quotes"]), **analytics.observed(seen["report"])}
+        assert observed == prints.asDict(), name
+        assert analytics.quote_coverage(report, quotes, observed) == slow, name
+
+
+def test_an_observation_without_metrics_is_none_at_once(spark):
+    assert analytics.observed(Observation()) is None  # never observed
+    unrun = Observation()
+    spark.range(3).observe(unrun, F.count(F.lit(1)).alias("n"))  # observed, never run
+    assert analytics.observed(unrun) is None
 
 
 def test_key_stats_counts_duplicate_keys(spark):
@@ -222,6 +240,29 @@ def test_a_failed_blocking_check_keeps_the_previous_day_and_fails_the_run(demo, 
     assert sorted(after) == sorted(before)
     job = resources["tracker"].get_job(f"preprocessing_{day}")
     assert job.status == "failed" and "blocking check unique_record_key_trades failed" in job.error
+
+
+def test_a_report_with_a_quote_twice_fails_one_row_per_quote(demo, spark, monkeypatch):
+    """The report's fingerprints are observed while it is written: a fault in the report still
+    fails the blocking check, named by the grouped count of the written rows, and nothing is
+    committed."""
+    resources, instance, tmp_path = demo
+    day = "2020-08-06"
+    computed = report_transform.eod_quote_report
+    monkeypatch.setattr(
+        report_transform,
+        "eod_quote_report",
+        lambda *args: computed(*args).unionByName(computed(*args).orderBy("symbol", "event_tm").limit(1)),
+    )
+    failed = materialize(ALL_ASSETS, partition_key=day, resources=resources, instance=instance, raise_on_error=False)
+
+    assert not failed.success
+    [record] = executions(instance, "eod_quote_report", "one_row_per_quote")
+    assert (record.partition, record.status) == (day, AssetCheckExecutionRecordStatus.FAILED)
+    metadata = record.event.dagster_event.event_specific_data.metadata
+    assert metadata["report_rows"].value == metadata["quotes"].value + 1
+    assert metadata["mismatched_keys"].value == 1
+    assert not (tmp_path / "lake" / "eod_quote_report" / f"trade_dt={day}").exists()
 
 
 def test_report_of_the_day_after_a_backfill_is_deferred_not_refused(demo):

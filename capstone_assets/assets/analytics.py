@@ -14,7 +14,7 @@ from dagster import (
     asset,
 )
 from dagster_pyspark import LazyPySparkResource
-from pyspark.sql import DataFrame, Row
+from pyspark.sql import DataFrame, Observation, Row
 
 from capstone_assets import checks, schemas
 from capstone_assets.assets.common import SPARK_KINDS, dataset_metadata, markdown_table, tracked_results
@@ -125,13 +125,26 @@ def previous_trading_day_trades(session, lake: LakeResource, day: str) -> tuple[
     return None, session.createDataFrame([], schemas.TRADES)
 
 
-def quote_coverage(report: DataFrame, quotes: DataFrame) -> Row:
+def observed(observation: Observation) -> dict | None:
+    """The metrics `observation` collected in its frame's first action, or None when Spark
+    delivered none. Never waits: the classic API's `get` would wait for ever."""
+    pending = getattr(observation, "_jo", None)  # the classic API's JVM object, once observed
+    if pending is not None and not pending.future().isCompleted():
+        return None
+    try:
+        return dict(observation.get)
+    except Exception:  # not observed, or (Spark Connect) no metrics arrived
+        return None
+
+
+def quote_coverage(report: DataFrame, quotes: DataFrame, prints: dict | None = None) -> Row:
     """`report_rows`, `quotes`, `mismatched_keys` and an `example` for the one_row_per_quote check.
 
-    The fingerprints of both key sets (one pass, no shuffle) settle the usual case of a
-    report that matches its quotes; only a mismatch pays for grouping every key to count and
-    name the mismatched ones."""
-    prints = quality.key_fingerprints(report, quotes).first()
+    The fingerprints of both key sets (`quality.key_fingerprints`: one pass, no shuffle; or
+    `prints`, the same observed while the report was written) settle the usual case of a report
+    that matches its quotes; only a mismatch pays for grouping every key of the report as
+    written to count and name the mismatched ones."""
+    prints = prints or quality.key_fingerprints(report, quotes).first().asDict()
     if prints["report_rows"] == prints["quotes"] and prints["report_keys"] == prints["quote_keys"]:
         return Row(report_rows=prints["report_rows"], quotes=prints["quotes"], mismatched_keys=0, example=None)
     return quality.quote_coverage(report, quotes).first()
@@ -142,10 +155,19 @@ def _report(context: AssetExecutionContext, session, lake: LakeResource, claim: 
     trades = lake.read_day(session, "trades", day, schemas.TRADES)
     quotes = lake.read_day(session, "quotes", day, schemas.QUOTES)
     previous_day, previous = previous_trading_day_trades(session, lake, day)
-    staged = lake.stage(session, report.eod_quote_report(trades, quotes, previous, day), "eod_quote_report", day)
+    # The key fingerprints of the quotes as the report reads them and of its rows as they are
+    # written, taken by the write's own Spark job: no second read of either. Whatever does not
+    # match (or was not delivered) is settled from the written files.
+    quotes_seen, rows_seen = Observation(), Observation()
+    computed = report.eod_quote_report(
+        trades, quotes.observe(quotes_seen, *quality.key_fingerprint("quotes", "quote_keys")), previous, day
+    )
+    computed = computed.observe(rows_seen, *quality.key_fingerprint("report_rows", "report_keys"))
+    staged = lake.stage(session, computed, "eod_quote_report", day)
     try:
+        seen = [observed(quotes_seen), observed(rows_seen)]
         written = session.read.schema(schemas.EOD_QUOTE_REPORT).parquet(staged.path)
-        coverage = quote_coverage(written, quotes)
+        coverage = quote_coverage(written, quotes, None if None in seen else {**seen[0], **seen[1]})
         one_row_per_quote = checks.require(
             checks.one_row_per_quote(
                 coverage["report_rows"], coverage["quotes"], coverage["mismatched_keys"], coverage["example"]

@@ -35,28 +35,33 @@ def key_stats(records: DataFrame, key: tuple[str, ...] = RECORD_KEY) -> DataFram
     )
 
 
+def key_fingerprint(rows: str, keys: str, where: F.Column | None = None) -> list[F.Column]:
+    """Aggregates of the record keys of a frame's rows (those `where` holds): the row count (`rows`)
+    and the sum over the rows of two hashes of the key, 64-bit xxhash64 plus 32-bit Murmur3 (`keys`).
+
+    Equal multisets of keys give equal sums; a missing, extra or changed key changes them (short
+    of a hash collision). For `agg` as well as `DataFrame.observe`."""
+    where = F.lit(True) if where is None else where
+    # Decimal sums: ANSI mode would fail a long sum that overflows.
+    hashes = F.xxhash64(*RECORD_KEY).cast("decimal(38,0)") + F.hash(*RECORD_KEY).cast("decimal(38,0)")
+    return [
+        F.count(F.when(where, 1)).alias(rows),
+        F.coalesce(F.sum(F.when(where, hashes)), F.lit(0).cast("decimal(38,0)")).alias(keys),
+    ]
+
+
 def key_fingerprints(report: DataFrame, quotes: DataFrame) -> DataFrame:
-    """One row: `report_rows`, `quotes` and, per side, the sum over its rows of two hashes of the key
-    (64-bit xxhash64 plus 32-bit Murmur3).
+    """One row: `report_rows`, `quotes` and each side's `key_fingerprint` (`report_keys`, `quote_keys`).
 
-    Equal multisets of keys give equal sums; a missing, extra or changed key changes them
-    (short of a hash collision). One pass over both sides, no shuffle: `quote_coverage`,
-    which groups every key, is only needed when the fingerprints differ."""
-
-    def fingerprint(column: str) -> F.Column:
-        # Decimal sums: ANSI mode would fail a long sum that overflows.
-        hashes = F.xxhash64(*RECORD_KEY).cast("decimal(38,0)") + F.hash(*RECORD_KEY).cast("decimal(38,0)")
-        return F.coalesce(F.sum(F.when(F.col(column) == 1, hashes)), F.lit(0).cast("decimal(38,0)"))
-
-    tagged = report.select(*RECORD_KEY, F.lit(1).alias("r"), F.lit(0).alias("q")).unionByName(
-        quotes.select(*RECORD_KEY, F.lit(0).alias("r"), F.lit(1).alias("q"))
+    One pass over both sides, no shuffle: `quote_coverage`, which groups every key, is only
+    needed when the fingerprints differ."""
+    tagged = report.select(*RECORD_KEY, F.lit(True).alias("_report")).unionByName(
+        quotes.select(*RECORD_KEY, F.lit(False).alias("_report"))
     )
     return tagged.agg(
-        F.coalesce(F.sum("r"), F.lit(0)).cast("long").alias("report_rows"),
-        F.coalesce(F.sum("q"), F.lit(0)).cast("long").alias("quotes"),
-        fingerprint("r").alias("report_keys"),
-        fingerprint("q").alias("quote_keys"),
-    )
+        *key_fingerprint("report_rows", "report_keys", F.col("_report")),
+        *key_fingerprint("quotes", "quote_keys", ~F.col("_report")),
+    ).select("report_rows", "quotes", "report_keys", "quote_keys")
 
 
 def quote_coverage(report: DataFrame, quotes: DataFrame) -> DataFrame:
