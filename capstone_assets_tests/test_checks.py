@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from capstone_assets import assets, checks
-from capstone_assets.assets import analytics
+from capstone_assets.assets import analytics, eod_load
 from capstone_assets.definitions import defs
 from capstone_assets.demo import write_demo_landing
 from capstone_assets.resources import LakeResource, QualityResource, TrackerResource, spark_resource
@@ -126,6 +126,11 @@ def test_key_stats_counts_duplicate_keys(spark):
     )
     none = quality.key_stats(records.where("symbol = 'B'"))
     assertDataFrameEqual(none, [Row(rows=2, duplicate_keys=0, example=None)])
+    # The load's check groups hashes first, keys only when a hash is shared: the same answers.
+    assert eod_load.unique_key_stats(records) == quality.key_stats(records).first()
+    assert eod_load.unique_key_stats(records.where("symbol = 'B'")) == none.first()
+    assertDataFrameEqual(quality.key_hash_stats(records), [Row(rows=5, shared_hashes=1)])
+    assertDataFrameEqual(quality.key_hash_stats(records.limit(0)), [Row(rows=0, shared_hashes=0)])
 
 
 def test_quote_coverage_finds_missing_and_extra_rows(spark):
