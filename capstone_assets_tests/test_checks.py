@@ -247,6 +247,22 @@ def test_a_failed_blocking_check_keeps_the_previous_day_and_fails_the_run(demo, 
     assert job.status == "failed" and "blocking check unique_record_key_trades failed" in job.error
 
 
+def test_the_report_check_takes_its_observed_fingerprints(demo, monkeypatch):
+    """A report that matches its quotes is settled by the fingerprints its write job observed:
+    neither a second read of both sides nor the grouping of every key runs."""
+    resources, instance, _ = demo
+
+    def not_needed(*args):
+        raise AssertionError("the observed fingerprints should have settled the check")
+
+    monkeypatch.setattr(quality, "key_fingerprints", not_needed)
+    monkeypatch.setattr(quality, "quote_coverage", not_needed)
+    for day in ("2020-08-06", "2020-08-07"):
+        assert materialize(ALL_ASSETS, partition_key=day, resources=resources, instance=instance).success
+    records = executions(instance, "eod_quote_report", "one_row_per_quote")
+    assert {r.status for r in records} == {AssetCheckExecutionRecordStatus.SUCCEEDED} and len(records) == 2
+
+
 def test_a_report_with_a_quote_twice_fails_one_row_per_quote(demo, spark, monkeypatch):
     """The report's fingerprints are observed while it is written: a fault in the report still
     fails the blocking check, named by the grouped count of the written rows, and nothing is

@@ -110,10 +110,9 @@ def test_closing_trade_and_its_average_match_the_last_trade_of_each_pair(spark):
             rows.append(
                 (symbol, exchange, t, seq, clock, rng.choice(prices.get(symbol, [7.0])), 100, None, "f")
             )
-        # The last instant again, with sequence numbers above and below all others.
-        rows += [
-            (symbol, exchange, t, n, clock, rng.choice([2.0, 3.0]), 100, None, "f") for n in (5000, -5000)
-        ]
+        # The last instant again, with sequence numbers above and below all others (the close is
+        # the one above: its price is the pair's only 2.5).
+        rows += [(symbol, exchange, t, n, clock, p, 100, None, "f") for n, p in ((5000, 2.5), (-5000, 3.5))]
     got = {
         (r["symbol"], r["exchange"]): (r["close_pr"], r["close_mov_avg_pr"])
         for r in report.closing_trades(spark.createDataFrame(rows, schemas.TRADES)).collect()
@@ -123,7 +122,7 @@ def test_closing_trade_and_its_average_match_the_last_trade_of_each_pair(spark):
         mine = [r for r in rows if (r[0], r[1]) == pair]
         last = max(mine, key=lambda r: (r[2], r[3]))
         window = [Fraction(r[5]) for r in mine if last[2] - dt.timedelta(minutes=30) <= r[2]]
-        assert close == last[5], pair
+        assert last[3] == 5000 and close == last[5] == 2.5, pair
         assert average == pytest.approx(float(sum(window) / len(window)), rel=1e-15, abs=0), pair
 
 

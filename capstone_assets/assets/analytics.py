@@ -132,8 +132,9 @@ def observed(observation: Observation) -> dict | None:
     if pending is not None and not pending.future().isCompleted():
         return None
     try:
-        return dict(observation.get)
-    except Exception:  # not observed, or (Spark Connect) no metrics arrived
+        # Spark Connect hands out `{}` until the metrics arrive.
+        return dict(observation.get) or None
+    except Exception:  # not observed
         return None
 
 
@@ -155,9 +156,10 @@ def _report(context: AssetExecutionContext, session, lake: LakeResource, claim: 
     trades = lake.read_day(session, "trades", day, schemas.TRADES)
     quotes = lake.read_day(session, "quotes", day, schemas.QUOTES)
     previous_day, previous = previous_trading_day_trades(session, lake, day)
-    # The key fingerprints of the quotes as the report reads them and of its rows as they are
-    # written, taken by the write's own Spark job: no second read of either. Whatever does not
-    # match (or was not delivered) is settled from the written files.
+    # The key fingerprints of the quotes as the report reads them and of its rows as they go to
+    # the writer, taken by the write's own Spark job: no second read of either. The written files'
+    # row count (from their Parquet footers) must agree; whatever does not match (or was not
+    # delivered) is settled from the written files.
     quotes_seen, rows_seen = Observation(), Observation()
     computed = report.eod_quote_report(
         trades, quotes.observe(quotes_seen, *quality.key_fingerprint("quotes", "quote_keys")), previous, day
@@ -167,7 +169,10 @@ def _report(context: AssetExecutionContext, session, lake: LakeResource, claim: 
     try:
         seen = [observed(quotes_seen), observed(rows_seen)]
         written = session.read.schema(schemas.EOD_QUOTE_REPORT).parquet(staged.path)
-        coverage = quote_coverage(written, quotes, None if None in seen else {**seen[0], **seen[1]})
+        prints = None if None in seen else {**seen[0], **seen[1]}
+        if prints is not None and written.count() != prints["report_rows"]:  # a part file lost or doubled
+            prints = None
+        coverage = quote_coverage(written, quotes, prints)
         one_row_per_quote = checks.require(
             checks.one_row_per_quote(
                 coverage["report_rows"], coverage["quotes"], coverage["mismatched_keys"], coverage["example"]
