@@ -33,6 +33,12 @@ EXACT_PRICE = decimal.Decimal("1e-4"), decimal.Decimal("1e12")
 _SUM = "decimal(38,18)"
 
 
+def _exact_price(price: F.Column) -> F.Column:
+    """Whether the decimal sums carry `price` exactly: 0, or within `EXACT_PRICE`."""
+    low, high = (F.lit(bound) for bound in EXACT_PRICE)
+    return (price == 0) | ((price >= low) & (price < high))
+
+
 def with_moving_average(trades: DataFrame) -> DataFrame:
     """Adds `mov_avg_pr`: the mean `trade_pr` of the pair's trades in [t − 30 min, t].
 
@@ -43,9 +49,7 @@ def with_moving_average(trades: DataFrame) -> DataFrame:
     every trade: one hot pair with 10,000 trades in 30 minutes is then 10,000 additions per
     trade. A pair with a price outside `EXACT_PRICE` (0 aside) takes that sliding frame: its
     window sums are too large or too fine for the decimal running sum."""
-    low, high = (F.lit(bound) for bound in EXACT_PRICE)
-    price = F.col("trade_pr")
-    exact = (price == 0) | ((price >= low) & (price < high))
+    exact = _exact_price(F.col("trade_pr"))
     # Typically empty; a pair is in it or not for the whole day, so each trade is on one side.
     unusual = F.broadcast(trades.where(~exact).select(*PAIR).distinct())
     running = _running_moving_average(trades.join(unusual, on=list(PAIR), how="left_anti"))
@@ -104,9 +108,8 @@ def closing_trades(previous_day_trades: DataFrame) -> DataFrame:
     in_window = previous_day_trades.join(F.broadcast(last), on=list(PAIR), how="inner").where(
         _micros("event_tm") >= _micros("_last_tm") - MOVING_AVERAGE_MICROS
     )
-    low, high = (F.lit(bound) for bound in EXACT_PRICE)
     price = F.col("trade_pr")
-    exact = (price == 0) | ((price >= low) & (price < high))
+    exact = _exact_price(price)
     at_close = F.col("event_tm") == F.col("_last_tm")
     count, amount = F.col("_count"), F.col("_amount")
     return (
