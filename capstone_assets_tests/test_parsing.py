@@ -109,6 +109,7 @@ def test_json_trade_reads_price_and_size_and_quoted_numbers(spark):
         (".123456", "2020-08-05 10:00:00.123456"),
         (".1234567", "2020-08-05 10:00:00.123456"),  # kept to the microsecond
         (".123456789", "2020-08-05 10:00:00.123456"),
+        (".999999999", "2020-08-05 10:00:00.999999"),  # truncated, not rounded
     ],
 )
 def test_timestamp_fractions_of_one_to_nine_digits(spark, fraction, expected):

@@ -91,11 +91,11 @@ def _parse_price(raw: Column) -> Column:
 def _parse_timestamp(raw: Column) -> Column:
     """`yyyy-MM-dd HH:mm:ss[.f{1,9}]` -> TIMESTAMP_NTZ, truncated to the microsecond.
 
-    The regex holds the grammar; the cast then rejects impossible dates (02-30).
+    The regex holds the grammar; the cast then rejects impossible dates (02-30) and drops the
+    digits after the sixth of the fraction itself (no `substring` copy of every timestamp).
     A string cast to TIMESTAMP_NTZ involves no time zone.
     """
-    to_micros = F.substring(raw, 1, len("yyyy-MM-dd HH:mm:ss.ffffff"))
-    return F.when(raw.rlike(TIMESTAMP_RE), to_micros.try_cast("timestamp_ntz"))
+    return F.when(raw.rlike(TIMESTAMP_RE), raw.try_cast("timestamp_ntz"))
 
 
 def _parse_date(raw: Column) -> Column:
