@@ -168,7 +168,7 @@ def test_local_mode_gets_a_sized_driver_unless_the_operator_sized_it(tmp_path, m
 
     for name in ("SPARK_DRIVER_MEMORY", "SPARK_CONF_DIR", "SPARK_HOME"):
         monkeypatch.delenv(name, raising=False)
-    assert spark_config("local[*]")["spark.driver.memory"] == "2560m"
+    assert spark_config("local[*]")["spark.driver.memory"] == "2g"
     assert "spark.driver.memory" not in spark_config("spark://127.0.0.1:7077")  # the cluster's own
     monkeypatch.setenv("SPARK_DRIVER_MEMORY", "6g")  # Spark reads it itself
     assert "spark.driver.memory" not in spark_config("local[*]")
@@ -177,7 +177,7 @@ def test_local_mode_gets_a_sized_driver_unless_the_operator_sized_it(tmp_path, m
     monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
     assert "spark.driver.memory" not in spark_config("local[*]")
     (tmp_path / "spark-defaults.conf").write_text("spark.driver.memoryOverhead 1g\n")
-    assert spark_config("local[*]")["spark.driver.memory"] == "2560m"
+    assert spark_config("local[*]")["spark.driver.memory"] == "2g"
 
 
 def test_analytical_job_runs_the_report_step_not_the_freshness_check():
