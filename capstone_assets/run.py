@@ -21,7 +21,6 @@ import datetime as dt
 import sys
 
 from dagster import DagsterInstance
-from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import SparkSession
 
 from capstone_assets import settings
@@ -29,7 +28,12 @@ from capstone_assets.cli import partition_day
 from capstone_assets.partitions import is_trading_day
 from capstone_assets.resources.lake import absolute
 from capstone_assets.resources.landing import LandingZone
-from capstone_assets.resources.spark import SparkMasterUnreachable, check_master, spark_config
+from capstone_assets.resources.spark import (
+    SparkMasterUnreachable,
+    check_master,
+    session_from_config,
+    spark_config,
+)
 
 # INFO, not Dagster's DEBUG event stream: the steps' own progress lines stay readable.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -46,7 +50,7 @@ def landed_days(landing_root: str, spark: SparkSession) -> list[str]:
 
 def spark_session() -> SparkSession:
     """The session the jobs' `spark` resource would start: created here first, they reuse it."""
-    return spark_session_from_config(spark_config(settings.value("SPARK_MASTER")))
+    return session_from_config(spark_config(settings.value("SPARK_MASTER")))
 
 
 def run_days(days: list[str], instance: DagsterInstance) -> bool:

@@ -2,13 +2,14 @@
 
 With `SPARK_API_MODE=connect` and `SPARK_LOCAL_CONNECT_REUSE=1` the first run starts
 the server (a JVM of its own, with the platform's driver settings) and later runs
-connect to it, so a run pays neither a JVM start nor a cold Spark. Under Connect
+connect to it, so a run pays neither a JVM start nor a cold Spark; they also join
+one server-side session, whose generated code is then compiled once. Under Connect
 the run's Python has no JVM: the lake's and the landing zone's file operations go
 through fsspec (`pyfs.py`). Two sample days run through the Dagster CLI, each in a
 process of its own: the first starts the shared server, the second reaches it as an
 operator's own Connect server (`SPARK_REMOTE=sc://host:port`, its token in
-`SPARK_CONNECT_AUTHENTICATE_TOKEN`). Both must use that one server, and the six
-datasets must equal local mode's. The server is stopped afterwards.
+`SPARK_CONNECT_AUTHENTICATE_TOKEN`), then the first day runs again. All must use that one
+server, and the six datasets must equal local mode's. The server is stopped afterwards.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from capstone_assets.resources.spark import shares_local_connect_session
 from capstone_assets_tests.conftest import REPO
 from capstone_assets_tests.local_mode import assert_same_datasets, materialize_locally
 
@@ -75,10 +77,14 @@ def shared_server_env(tmp_path, sample_dir):
 
 
 def test_runs_share_one_spark_connect_server_and_equal_local_mode(spark, sample_dir, shared_server_env, tmp_path):
-    env, discovery = shared_server_env
+    reuse, discovery = shared_server_env
     pids = []
-    for day in DAYS:
-        if pids:  # the second day as an operator's own server is reached: SPARK_REMOTE (no master)
+    # The second day as an operator's own server is reached: SPARK_REMOTE (no master). The first
+    # day again, in the session the first run left on the server: it reads the day's datasets
+    # that run read, in their versions since.
+    for day, operators in ((DAYS[0], False), (DAYS[1], True), (DAYS[0], False)):
+        env = reuse
+        if operators:
             server = json.loads(discovery.read_text())
             env = {k: v for k, v in env.items() if k not in ("SPARK_API_MODE", "SPARK_LOCAL_CONNECT_REUSE")}
             env.update({"SPARK_REMOTE": f"sc://{server['host']}:{server['port']}",
@@ -90,11 +96,57 @@ def test_runs_share_one_spark_connect_server_and_equal_local_mode(spark, sample_
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-8000:]
         assert "RUN_SUCCESS" in done.stdout + done.stderr
         pids.append(server_pid(discovery))
-    # One server for both runs, still up after them: the second run started no JVM of its own.
-    assert pids[0] is not None and pids == [pids[0]] * len(DAYS), pids
+    # One server for every run, still up after them: no later run started a JVM of its own.
+    assert pids[0] is not None and pids == [pids[0]] * len(pids), pids
     assert alive(pids[0])
 
     local_lake = materialize_locally(sample_dir, tmp_path, DAYS)
     assert_same_datasets(spark, tmp_path / "connect_lake", local_lake, DAYS)
     report = spark.read.parquet(str(tmp_path / "connect_lake" / "eod_quote_report" / "trade_dt=2020-08-06"))
     assert report.count() == 540
+
+
+SESSION_PROBE = """
+from capstone_assets.resources.spark import spark_resource
+session = spark_resource("local[*]").spark_session  # as a run's steps get it
+print(session.session_id, session.range(5).count())
+"""
+
+
+def test_processes_join_one_server_side_session_and_replace_it_once_closed(shared_server_env):
+    """Each run's Python joins one session of the shared server, so the code the server
+    generated for a query is reused (a session per run would compile it again). A session the
+    server closed (idle past its timeout, or released) is replaced by a new one."""
+    env, discovery = shared_server_env
+
+    def session_of_a_new_process(code: str = SESSION_PROBE) -> tuple[str, str]:
+        done = subprocess.run([PYTHON, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT_SECONDS)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-4000:]
+        session_id, count = done.stdout.split()
+        return session_id, count
+
+    first = session_of_a_new_process()
+    pid = server_pid(discovery)
+    assert session_of_a_new_process() == first and first[1] == "5"
+    # The server closes the session, as it does once the session has been idle for its timeout.
+    session_of_a_new_process(SESSION_PROBE + "session.stop()\n")
+    replaced = session_of_a_new_process()
+    assert replaced[0] != first[0] and replaced[1] == "5"
+    assert session_of_a_new_process() == replaced
+    assert server_pid(discovery) == pid
+
+
+def test_only_the_persistent_local_server_shares_a_session():
+    reuse = {"SPARK_API_MODE": "connect", "SPARK_LOCAL_CONNECT_REUSE": "1"}
+    assert shares_local_connect_session("local[*]", reuse)
+    assert shares_local_connect_session("local[2]", {**reuse, "SPARK_LOCAL_CONNECT_REUSE": "true"})
+    # Not an operator's server, a Connect server started in the process, a standalone master,
+    # classic Spark, nor sessions released at each process's exit.
+    assert not shares_local_connect_session("local[*]", {**reuse, "SPARK_REMOTE": "sc://h:15002"})
+    assert not shares_local_connect_session("local[*]", {"SPARK_API_MODE": "connect"})
+    assert not shares_local_connect_session("spark://127.0.0.1:7077", reuse)
+    assert not shares_local_connect_session("local[*]", {"SPARK_LOCAL_CONNECT_REUSE": "1"})
+    assert not shares_local_connect_session(
+        "local[*]", {**reuse, "SPARK_CONNECT_RELEASE_SESSION_ON_EXIT": "true"}
+    )

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import SparkSession
 
 from capstone_assets.resources.lake import (
@@ -41,7 +39,7 @@ from capstone_assets.resources.lake import (
     file_format,
     filesystem,
 )
-from capstone_assets.resources.spark import spark_config
+from capstone_assets.resources.spark import session_from_config, spark_config, uses_spark_connect
 
 HIDDEN = (".", "_")
 COPYING = "._COPYING_"
@@ -119,14 +117,8 @@ def local_session() -> SparkSession:
         # it passes the runs' settings (a `local[1]` server would serve every run on one core).
         from capstone_assets import settings
 
-        return spark_session_from_config(spark_config(settings.value("SPARK_MASTER")))
-    return spark_session_from_config({**spark_config("local[1]"), "spark.ui.enabled": "false"})
-
-
-def uses_spark_connect(environ=os.environ) -> bool:
-    """Whether sessions go to a Spark Connect server: `SPARK_REMOTE`, or `SPARK_API_MODE=connect`
-    (with `SPARK_LOCAL_CONNECT_REUSE=1`, PySpark's shared local server)."""
-    return bool(environ.get("SPARK_REMOTE")) or environ.get("SPARK_API_MODE", "").lower() == "connect"
+        return session_from_config(spark_config(settings.value("SPARK_MASTER")))
+    return session_from_config({**spark_config("local[1]"), "spark.ui.enabled": "false"})
 
 
 @dataclass
