@@ -113,6 +113,24 @@ print(session.session_id, session.range(5).count())
 """
 
 
+REPLACEMENT_PROBE = """
+import atexit, threading
+from pyspark.sql import SparkSession
+from capstone_assets.resources.spark import spark_resource
+held = spark_resource("local[*]").spark_session
+held.client.release_session()  # the server closes it, as once it has been idle for its timeout
+callbacks = atexit._ncallbacks()
+replacement = spark_resource("local[*]").spark_session
+sessions = [replacement, spark_resource("local[*]").spark_session, SparkSession.getActiveSession()]
+for _ in range(3):
+    worker = threading.Thread(target=lambda: sessions.append(spark_resource("local[*]").spark_session))
+    worker.start()
+    worker.join()
+print(held.session_id, replacement.session_id, all(s is replacement for s in sessions),
+      atexit._ncallbacks() - callbacks, replacement.range(3).count())
+"""
+
+
 def test_processes_join_one_server_side_session_and_replace_it_once_closed(shared_server_env):
     """Each run's Python joins one session of the shared server, so the code the server
     generated for a query is reused (a session per run would compile it again). A session the
@@ -134,6 +152,17 @@ def test_processes_join_one_server_side_session_and_replace_it_once_closed(share
     replaced = session_of_a_new_process()
     assert replaced[0] != first[0] and replaced[1] == "5"
     assert session_of_a_new_process() == replaced
+    # In one process, as in a code server: the server closes the session the process holds; the
+    # next session asked for replaces it for every thread, and is closed at exit once.
+    done = subprocess.run([PYTHON, "-c", REPLACEMENT_PROBE], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_SECONDS)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    held, replacement, one_session, closed_at_exit, count = done.stdout.split()
+    assert held == replaced[0] and replacement != held, done.stdout
+    # Two exit hooks for the replacement: its client's own (PySpark's) and its close; none more
+    # for the five later joins.
+    assert (one_session, closed_at_exit, count) == ("True", "2", "3"), done.stdout
+    assert session_of_a_new_process() == (replacement, "5")
     assert server_pid(discovery) == pid
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import atexit
 import os
 import socket
+import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -156,7 +158,7 @@ def shared_local_connect_session(config: dict[str, str]) -> SparkSession:
 
     The server isolates each Connect session's classes in a class loader of its own, and Spark
     caches the code it generates per class loader: a session per run would compile and JIT
-    every query's code again, per run (measured: the sample day took 11 CPU-seconds of the
+    every query's code again, per run (measured: the sample day took 11-20 CPU-seconds of the
     server; in the shared session 4-5). Runs set the same SQL settings and keep no state of
     their own in the session (no temporary views, no settings changed while running). The
     server closes a session idle past its timeout (60 minutes) and then refuses its id: a new
@@ -172,36 +174,47 @@ def shared_local_connect_session(config: dict[str, str]) -> SparkSession:
     def builder(session_id: str):
         return RemoteSparkSession.builder.remote(f"{url}/;session_id={session_id}").config(map=opts)
 
-    existing = RemoteSparkSession.getActiveSession()
     try:
         session = builder(_recorded_session_id(id_file) or _new_session_id(id_file)).getOrCreate()
     except PySparkException as error:
         if error.getCondition() != SESSION_CLOSED:
             raise
-        # The closed session is this process's default session now: `create` replaces it.
-        closed = RemoteSparkSession.getActiveSession()
-        if closed is not None:
-            closed.client.close()
+        # The closed session is still this process's default session (and this thread's active
+        # one): stopped without a release (the server has closed it), it leaves both, and its
+        # channel is closed now, not in its finalizer. `create` then makes the new one both.
+        stale = {id(s): s for s in (RemoteSparkSession.getActiveSession(), RemoteSparkSession._get_default_session())}
+        for closed in stale.values():
+            if closed is not None:
+                closed.release_session_on_close = False
+                closed.stop()
         session = builder(_new_session_id(id_file)).create()
     # Closed at exit, while gRPC's threads still run: a session left to its finalizer can wait
-    # forever in gRPC's close (seen once a closed session had been replaced).
-    if session is not existing:
-        atexit.register(session.client.close)
+    # forever in gRPC's close (seen once a closed session had been replaced). Once per client:
+    # a code server's sensors join the session again on every tick.
+    with _CLOSED_AT_EXIT_LOCK:
+        if session.client not in _CLOSED_AT_EXIT:
+            _CLOSED_AT_EXIT.append(session.client)
+            atexit.register(session.client.close)
     return session
+
+
+_CLOSED_AT_EXIT: list = []
+_CLOSED_AT_EXIT_LOCK = threading.Lock()
 
 
 def _recorded_session_id(id_file: Path) -> str | None:
     try:
-        return str(uuid.UUID(id_file.read_text().strip(), version=4))
+        return str(uuid.UUID(id_file.read_text().strip()))
     except (OSError, ValueError):
         return None
 
 
 def _new_session_id(id_file: Path) -> str:
     session_id = str(uuid.uuid4())
-    partial = id_file.with_name(f"{id_file.name}.{os.getpid()}")
-    partial.write_text(session_id)
-    partial.replace(id_file)  # whole or absent to a concurrent reader
+    descriptor, partial = tempfile.mkstemp(dir=id_file.parent, prefix=f".{id_file.name}.")
+    with os.fdopen(descriptor, "w") as out:
+        out.write(session_id)
+    os.replace(partial, id_file)  # whole or absent to a concurrent reader
     return session_id
 
 
