@@ -1,11 +1,17 @@
 """Assets materialized with dagster.materialize on the real sample and on the demo landing zone."""
 
+from pathlib import Path
+
 import pytest
 from dagster import DagsterInstance, materialize
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from capstone_assets import assets, schemas
+from capstone_assets.assets.ingestion import read_landing_lines
 from capstone_assets.demo import DEMO_DAYS, write_demo_landing
+from capstone_assets.resources.landing import LandingZone
+from capstone_assets.transforms import parsing
 from capstone_assets_tests.conftest import platform_resources
 
 ALL_ASSETS = [assets.ingestion, assets.trades, assets.quotes, assets.eod_quote_report]
@@ -125,3 +131,22 @@ def test_demo_generator_is_deterministic(tmp_path):
     assert len(first) == 24  # 4 days x 3 exchanges x 2 batches
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
     assert b"\r\n" in (tmp_path / "a" / "csv" / "2020-08-06" / "NYSE" / "batch-2.txt").read_bytes()
+
+
+def test_a_parse_left_cached_by_a_killed_run_is_parsed_again(spark, tmp_path):
+    """A run killed while ingesting (no `unpersist`) leaves the day's parsed lines in Spark's
+    cache, which a shared Spark server keeps for every later run, and the same day's plan
+    would find them there. Run again after a file of the day grew, the day reads it anew."""
+    write_demo_landing(tmp_path / "landing")
+    day = DEMO_DAYS[0]
+    listing = LandingZone(spark, str(tmp_path / "landing")).listing(day)
+    leftover = parsing.parse_lines(read_landing_lines(spark, listing), day)
+    before = leftover.persist(StorageLevel.MEMORY_AND_DISK).count()
+    try:
+        grown = next(Path(f.path.removeprefix("file:")) for f in listing.files if f.path.endswith(".txt"))
+        lines = grown.read_text().splitlines()
+        grown.write_text("\n".join([*lines, lines[0]]) + "\n")  # a line sent twice is read twice
+        results, _ = run_days([day], tmp_path / "landing", tmp_path)
+        assert metadata(results[day], "raw_trades")["lines_read"].value == before + 1
+    finally:
+        leftover.unpersist()

@@ -218,8 +218,12 @@ def _ingest(
         context.log.warning(f"No landing files for {day} under {zone.root}: writing empty datasets")
     lines = read_landing_lines(session, listing)
     # Each line is read and parsed once: the three outputs are written from this
-    # cached copy (spilled to disk when it does not fit in memory).
-    parsed = parsing.parse_lines(lines, day).persist(StorageLevel.MEMORY_AND_DISK)
+    # cached copy (spilled to disk when it does not fit in memory). A run of the day killed
+    # before its `unpersist` left the same plan cached, and a shared Spark server keeps it:
+    # that copy is dropped first, since the day's files may have changed since.
+    parsed = parsing.parse_lines(lines, day)
+    parsed.unpersist()
+    parsed.persist(StorageLevel.MEMORY_AND_DISK)
     staged = {}
     try:
         try:
