@@ -182,23 +182,21 @@ def shared_local_connect_session(config: dict[str, str]) -> SparkSession:
         # The closed session is still this process's default session (and this thread's active
         # one): stopped without a release (the server has closed it), it leaves both, and its
         # channel is closed now, not in its finalizer. `create` then makes the new one both.
-        stale = {id(s): s for s in (RemoteSparkSession.getActiveSession(), RemoteSparkSession._get_default_session())}
-        for closed in stale.values():
-            if closed is not None:
-                closed.release_session_on_close = False
-                closed.stop()
+        for closed in {RemoteSparkSession.getActiveSession(), RemoteSparkSession._get_default_session()} - {None}:
+            closed.release_session_on_close = False
+            closed.stop()
         session = builder(_new_session_id(id_file)).create()
     # Closed at exit, while gRPC's threads still run: a session left to its finalizer can wait
     # forever in gRPC's close (seen once a closed session had been replaced). Once per client:
     # a code server's sensors join the session again on every tick.
     with _CLOSED_AT_EXIT_LOCK:
         if session.client not in _CLOSED_AT_EXIT:
-            _CLOSED_AT_EXIT.append(session.client)
+            _CLOSED_AT_EXIT.add(session.client)
             atexit.register(session.client.close)
     return session
 
 
-_CLOSED_AT_EXIT: list = []
+_CLOSED_AT_EXIT: set = set()
 _CLOSED_AT_EXIT_LOCK = threading.Lock()
 
 
