@@ -18,9 +18,11 @@ import json
 import os
 import subprocess
 import time
+from functools import reduce
 from pathlib import Path
 
 import pytest
+from pyspark.sql import DataFrame
 
 from capstone_assets.resources.spark import shares_local_connect_session
 from capstone_assets_tests.conftest import REPO
@@ -164,6 +166,24 @@ def test_processes_join_one_server_side_session_and_replace_it_once_closed(share
     assert (one_session, closed_at_exit, count) == ("True", "2", "3"), done.stdout
     assert session_of_a_new_process() == (replacement, "5")
     assert server_pid(discovery) == pid
+
+
+def test_a_long_running_jvm_keeps_the_generated_classes_of_more_than_a_days_queries(spark):
+    """The shared server (and `capstone_assets.run` over a range) runs many days in one JVM:
+    a query run again must find its generated classes, not compile them again. Spark's default
+    cache keeps 100 classes, fewer than one day of both workflows makes, so days of other sizes
+    in between evicted them and every run compiled 40-70 classes again (bench, 2026-11-28)."""
+    compilations = spark.sparkContext._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+
+    def query(n: int):
+        return spark.range(3).selectExpr(f"id * {n} + {n} AS x")  # the constant is in the generated code
+
+    assert query(1_000_003).collect()[2]["x"] == 3_000_009
+    # More classes than Spark's default cache holds, in one job: a union compiles each part.
+    assert len(reduce(DataFrame.unionAll, [query(n) for n in range(120)]).collect()) == 360
+    compiled = compilations.getCount()
+    assert query(1_000_003).collect()[2]["x"] == 3_000_009
+    assert compilations.getCount() == compiled
 
 
 def test_only_the_persistent_local_server_shares_a_session():

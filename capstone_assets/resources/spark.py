@@ -40,9 +40,16 @@ LOCAL_DRIVER_MEMORY = "2g"
 # day, benchmarks/bench.py): ingestion's cache of the parsed lines is kept uncompressed (its
 # compression statistics box every value into a hash map: a sixth of ingestion's CPU), and
 # shuffle files stay on the local disk uncompressed. The settings of a cluster are its own.
+# A JVM that runs many days (the shared Connect server, `capstone_assets.run` over a range) keeps
+# every query's generated classes: Spark's cache of them holds 100 by default, fewer than one day
+# of both workflows makes (about 90 on the driver and in its tasks, more at other data sizes),
+# so days of different sizes in turn evicted each other's and every run compiled 40-70 classes
+# again, and the JIT their code after them. A class is some kilobytes.
+CODEGEN_CACHE_ENTRIES = 2000
 LOCAL_SPEEDUPS = {
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
     "spark.shuffle.compress": "false",
+    "spark.sql.codegen.cache.maxEntries": str(CODEGEN_CACHE_ENTRIES),
 }
 
 
