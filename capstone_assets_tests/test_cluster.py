@@ -10,10 +10,11 @@ Without a cluster (no Java, ports refused) the test is skipped on a laptop and f
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -30,12 +31,6 @@ DAYS = ("2020-08-05", "2020-08-06")
 SPARK_HOME = Path(pyspark.__file__).parent
 START_TIMEOUT_SECONDS = 120
 RUN_TIMEOUT_SECONDS = 600  # a loaded CI machine: a sample day took 150 s with load average 5 on 2 cores
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Daemon:
@@ -78,46 +73,69 @@ def cluster_unavailable(message: str):
     pytest.skip(message)
 
 
+# What the master logs once it has bound its ports (Spark's Master and Utils.startServiceOnPort).
+MASTER_URL_LINE = re.compile(r"Starting Spark master at (spark://\S+)")
+MASTER_UI_LINE = re.compile(r"Successfully started service 'MasterUI' on port (\d+)")
+
+
+def bound_master(master: Daemon) -> tuple[str, int] | None:
+    text = master.log.read_text(errors="replace") if master.log.exists() else ""
+    url, ui = MASTER_URL_LINE.search(text), MASTER_UI_LINE.search(text)
+    return (url.group(1), int(ui.group(1))) if url and ui else None
+
+
 @pytest.fixture
 def cluster(tmp_path):
-    """(master URL, master web UI port, worker work folder); both daemons stopped afterwards."""
-    port, web, worker_web = free_port(), free_port(), free_port()
+    """(master URL, master web UI port, worker work folder, daemons); both daemons stopped afterwards.
+
+    Every port is 0: the daemons bind free ones themselves and the master's log says which.
+    A port picked here and handed over could be taken in between (another module's Dagster
+    webserver picks its port the same way), and Spark would then quietly move to the next one.
+    """
     env = {
         **os.environ,
         "SPARK_HOME": str(SPARK_HOME),
         "SPARK_LOCAL_IP": "127.0.0.1",
+        # No REST submission server: it would take the fixed port 6066.
+        "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
     }
     work = tmp_path / "worker"
     work.mkdir()
-    daemons = []
+    daemons, state, bound = [], None, None
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
     try:
-        daemons.append(Daemon("master", [
-            "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-            "--webui-port", str(web),
-        ], tmp_path / "master.log", env))  # fmt: skip
-        daemons.append(Daemon("worker", [
-            "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host", "127.0.0.1",
-            "--cores", "1", "--memory", "1g", "--webui-port", str(worker_web), "--work-dir", str(work),
-        ], tmp_path / "worker.log", env))  # fmt: skip
-        deadline, state = time.monotonic() + START_TIMEOUT_SECONDS, None
-        while time.monotonic() < deadline:
+        master = Daemon("master", [
+            "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", "0", "--webui-port", "0",
+        ], tmp_path / "master.log", env)  # fmt: skip
+        daemons.append(master)
+        while time.monotonic() < deadline and master.process.poll() is None:
+            if bound := bound_master(master):
+                break
+            time.sleep(0.2)
+        if bound:
+            daemons.append(Daemon("worker", [
+                "org.apache.spark.deploy.worker.Worker", bound[0], "--host", "127.0.0.1", "--port", "0",
+                "--cores", "1", "--memory", "1g", "--webui-port", "0", "--work-dir", str(work),
+            ], tmp_path / "worker.log", env))  # fmt: skip
+        while bound and time.monotonic() < deadline:
             if any(d.process.poll() is not None for d in daemons):
                 break
             try:
-                state = master_state(web)
+                state = master_state(bound[1])
             except OSError:
                 state = None
-            if state and any(w["state"] == "ALIVE" for w in state.get("workers", [])):
+            except ValueError as error:  # not the master's JSON: then something else holds the port
+                state = f"port {bound[1]} did not answer the master's JSON: {error}"
+                break
+            if any(w["state"] == "ALIVE" for w in state.get("workers", [])):
                 break
             time.sleep(0.5)
-        else:
-            state = None
-        if not state or not any(w["state"] == "ALIVE" for w in state.get("workers", [])):
+        if not isinstance(state, dict) or not any(w["state"] == "ALIVE" for w in state.get("workers", [])):
             cluster_unavailable(
                 f"the Spark standalone cluster did not start within {START_TIMEOUT_SECONDS} s "
-                f"(master state: {state})\n" + "\n".join(d.tail() for d in daemons)
+                f"(master bound to {bound}; master state: {state})\n" + "\n".join(d.tail() for d in daemons)
             )
-        yield f"spark://127.0.0.1:{port}", web, work, daemons
+        yield bound[0], bound[1], work, daemons
     finally:
         for daemon in reversed(daemons):
             daemon.stop()
@@ -206,3 +224,54 @@ def test_two_days_on_a_standalone_cluster_equal_local_mode(spark, sample_dir, cl
     executor_logs = sorted(work.glob("app-*/*/stderr"))
     assert {p.parent.parent.name for p in executor_logs} == {a["id"] for a in apps}
     assert any("Finished task" in p.read_text(errors="replace") for p in executor_logs)
+
+
+# Spark's default ports: the master, its web UI, the worker's web UI, the REST submission server.
+SPARK_DEFAULT_PORTS = (7077, 8080, 8081, 6066)
+
+
+@pytest.fixture
+def ports_taken_by_a_web_server(monkeypatch):
+    """A web server that answers any path with an HTML page (as another module's Dagster
+    webserver does) on a free port, handed out as the one the fixture picks (the fixture once
+    picked its ports and let the daemons bind them later: a race), and on Spark's default ports
+    that are free here."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<!doctype html><html><body>not Spark</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)]
+    for port in SPARK_DEFAULT_PORTS:
+        try:
+            servers.append(http.server.ThreadingHTTPServer(("127.0.0.1", port), Page))
+        except OSError:
+            pass  # taken already: by something that is not this cluster either
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    ports = [server.server_address[1] for server in servers]
+    monkeypatch.setitem(globals(), "free_port", lambda: ports[0])
+    try:
+        yield ports
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_the_cluster_comes_up_when_other_servers_hold_ports_first(ports_taken_by_a_web_server, cluster):
+    master, web, _, _ = cluster
+    taken = set(ports_taken_by_a_web_server)
+    assert web not in taken
+    assert int(master.rsplit(":", 1)[1]) not in taken
+    state = master_state(web)
+    assert state["url"] == master
+    assert [w["state"] for w in state["workers"]] == ["ALIVE"]
