@@ -2,10 +2,10 @@
 
 Dagster's `DefaultRunLauncher` asks the code server to start each run, and the code server
 *spawns* a fresh Python for it: every run imports Dagster, its PostgreSQL storage, PySpark's
-Connect client and pandas again, about 3.5 CPU-seconds, before its first step. On a backfill
+Connect client and pandas again, about 4 CPU-seconds, before its first step. On a backfill
 of short days that is most of the runs' Python time. This launcher starts each run worker
-instead as a fork of a `multiprocessing` fork server (a single-threaded process started once
-per daemon, from a fresh interpreter) that imported those libraries once.
+instead as a fork of a `multiprocessing` fork server (a process started once per daemon,
+from a fresh interpreter) that imported those libraries once.
 
 The run worker then does what `dagster api execute_run` does, the worker of Dagster's own
 container launchers: it loads the job from the run's code origin and executes the run,
@@ -15,8 +15,10 @@ launcher. Libraries upgraded under a running daemon need a daemon restart, as th
 code-server restart. A worker has the environment of the fork server, which is the
 launching process's environment at its first launch (the daemon's, as for its code server).
 
-The launcher records the worker (host, pid and process start time) in the run's tag
-`capstone/run_worker`:
+The worker records itself (run, host, pid and process start time) in the run's tag
+`capstone/run_worker`, and the launching process watches it: a worker that ends before its
+run has finished (killed, out of memory, the project's code failing to import) fails the run
+at once with its exit code, as the code server does for the processes it starts. From the tag:
 
 * `terminate` (the UI's *Terminate*) sends the worker SIGINT, which Dagster's run worker
   turns into a clean cancellation, as the code server's cancel does;
@@ -42,7 +44,8 @@ import threading
 
 from dagster import DefaultRunLauncher
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
-from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+from dagster._core.storage.tags import GRPC_INFO_TAG
 
 WORKER_TAG = "capstone/run_worker"
 
@@ -77,26 +80,75 @@ def fork_server_context():
 
 def process_start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (`/proc/PID/stat` field 22), which
-    tells a worker from a later process that reuses its pid; None when there is no such process."""
+    tells a worker from a later process that reuses its pid; None when there is no such process
+    (or it has ended and is a zombie)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
-    return fields[19] if fields[0] != "Z" else None  # field 3 is the state; a zombie has ended
+    return fields[19] if fields[0] != "Z" else None  # field 3 is the state
+
+
+def process_alive(pid: int, start: str | None) -> bool:
+    """Whether the process `pid` that started at `start` still runs. Without /proc (macOS) only
+    whether some process has that pid."""
+    if os.path.isdir("/proc/self"):
+        now = process_start_time(pid)
+        return now is not None and now == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def execute_run_in_worker(run_id: str, serialized_instance_ref: str) -> None:
-    """The run worker: `dagster api execute_run` without a new interpreter."""
+    """The run worker: `dagster api execute_run` without a new interpreter. It records itself in
+    the run's tags first (the only writer of the run at that point, so no update is lost), then
+    runs the interpreter's exit handlers at the end, as a normal exit would (a forked worker ends
+    with `os._exit`)."""
+    import atexit
+
     from dagster._cli.api import _execute_run_command_body
     from dagster._cli.utils import get_instance_for_cli
     from dagster._serdes import deserialize_value
     from dagster._utils.interrupts import capture_interrupts
 
-    with capture_interrupts():
-        instance_ref = deserialize_value(serialized_instance_ref)
-        with get_instance_for_cli(instance_ref=instance_ref) as instance:
-            _execute_run_command_body(run_id, instance, lambda event: None, set_exit_code_on_failure=False)
+    try:
+        with capture_interrupts():
+            instance_ref = deserialize_value(serialized_instance_ref)
+            with get_instance_for_cli(instance_ref=instance_ref) as instance:
+                worker = {"run": run_id, "host": socket.gethostname(), "pid": os.getpid(),
+                          "start": process_start_time(os.getpid())}  # fmt: skip
+                instance.add_run_tags(run_id, {WORKER_TAG: json.dumps(worker)})
+                _execute_run_command_body(
+                    run_id, instance, lambda event: None, set_exit_code_on_failure=False
+                )
+    finally:
+        atexit._run_exitfuncs()
+
+
+def watch_worker(worker, run_id: str, instance_ref) -> None:
+    """Waits for the worker to end; if its run has not finished, fails it at once with the exit
+    code, as Dagster's code server does for the processes it starts. (Run monitoring catches
+    the same later, from the tag, if the launching process is gone.)"""
+    from dagster import DagsterInstance
+    from dagster._utils import get_run_crash_explanation
+
+    worker.join()
+    with DagsterInstance.from_ref(instance_ref) as instance:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return
+        message = get_run_crash_explanation(f"Run worker pid {worker.pid} of run {run_id}", worker.exitcode)
+        instance.report_engine_event(message, run, cls=PreloadedRunLauncher)
+        if run.status == DagsterRunStatus.CANCELING:  # terminated before it started the run
+            instance.report_run_canceled(run, message)
+        else:
+            instance.report_run_failed(run, message)
 
 
 class PreloadedRunLauncher(DefaultRunLauncher):
@@ -108,34 +160,40 @@ class PreloadedRunLauncher(DefaultRunLauncher):
         run = context.dagster_run
         if run.job_code_origin is None:
             raise ValueError(f"run {run.run_id} has no code origin to load its job from")
-        multiprocessing.active_children()  # reaps this process's finished workers
+        instance_ref = self._instance.get_ref()
         worker = fork_server_context().Process(
             target=execute_run_in_worker,
-            args=(run.run_id, serialize_value(self._instance.get_ref())),
+            args=(run.run_id, serialize_value(instance_ref)),
             name=f"dagster-run-{run.run_id}",
         )
         worker.start()
-        self._instance.add_run_tags(
-            run.run_id,
-            {
-                WORKER_TAG: json.dumps(
-                    {"host": socket.gethostname(), "pid": worker.pid, "start": process_start_time(worker.pid)}
-                )
-            },
-        )
+        # Not one of this process's children for multiprocessing's exit handler, which would
+        # make the daemon's exit wait for every run: runs outlive a daemon restart, as with the
+        # code server. The fork server reaps the worker; the watcher reports its end.
+        multiprocessing.process._children.discard(worker)
+        threading.Thread(
+            target=watch_worker,
+            args=(worker, run.run_id, instance_ref),
+            name=f"watch-{run.run_id}",
+            daemon=True,
+        ).start()
         self._run_ids.add(run.run_id)
 
     @staticmethod
     def _worker(run: DagsterRun) -> dict | None:
+        """The worker the run's tag names, if the tag is this run's own (a re-execution copies
+        its parent's tags)."""
         try:
             worker = json.loads(run.tags.get(WORKER_TAG, ""))
         except ValueError:
             return None
-        return worker if isinstance(worker, dict) and isinstance(worker.get("pid"), int) else None
-
-    def _worker_alive(self, worker: dict) -> bool:
-        start = process_start_time(worker["pid"])
-        return start is not None and (worker.get("start") in (None, start))
+        if (
+            not isinstance(worker, dict)
+            or worker.get("run") != run.run_id
+            or not isinstance(worker.get("pid"), int)
+        ):
+            return None
+        return worker
 
     def terminate(self, run_id: str) -> bool:
         if not self.has_instance:
@@ -144,10 +202,17 @@ class PreloadedRunLauncher(DefaultRunLauncher):
         if not run or run.is_finished:
             return False
         worker = self._worker(run)
-        if worker is None:  # launched by another launcher: the code server knows it
-            return super().terminate(run_id)
+        if worker is None:
+            if GRPC_INFO_TAG in run.tags:  # launched through a code server (Dagster's launcher)
+                return super().terminate(run_id)
+            # Its worker has not tagged it yet: a worker finds the run CANCELING, does not start
+            # it and ends, and the watcher then marks it canceled.
+            self._instance.report_run_canceling(run)
+            return True
         self._instance.report_run_canceling(run)
-        if worker.get("host") != socket.gethostname() or not self._worker_alive(worker):
+        if worker.get("host") != socket.gethostname() or not process_alive(
+            worker["pid"], worker.get("start")
+        ):
             self._instance.report_engine_event(
                 f"Cannot send the termination request: run worker pid {worker['pid']} on "
                 f"{worker.get('host')} is not a live process on this host ({socket.gethostname()}).",
@@ -167,16 +232,16 @@ class PreloadedRunLauncher(DefaultRunLauncher):
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         # Run monitoring fails a STARTED run on any answer but RUNNING or SUCCESS. A run without
-        # the tag was not launched here (`dagster job execute` runs in its own process) or is
-        # between its worker's start and the tag; one on another host cannot be checked here.
+        # its own tag was not launched here (`dagster job execute` runs in its own process);
+        # one on another host cannot be checked here.
         worker = self._worker(run)
         if worker is None:
-            return CheckRunHealthResult(WorkerStatus.RUNNING, f"no {WORKER_TAG} tag: not checked")
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"no {WORKER_TAG} tag of this run: not checked")
         if worker.get("host") != socket.gethostname():
             return CheckRunHealthResult(
                 WorkerStatus.RUNNING, f"the run worker is on {worker.get('host')}: not checked"
             )
-        if self._worker_alive(worker):
+        if process_alive(worker["pid"], worker.get("start")):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(worker["pid"]))
         return CheckRunHealthResult(
             WorkerStatus.FAILED, f"run worker pid {worker['pid']} is gone", run_worker_id=str(worker["pid"])
