@@ -107,7 +107,8 @@ def process_alive(pid: int, start: str | None) -> bool:
 
 def execute_run_in_worker(run_id: str, serialized_instance_ref: str) -> None:
     """The run worker: `dagster api execute_run` without a new interpreter. It records itself in
-    the run's tags first (the only writer of the run at that point, so no update is lost), then
+    the run's tags first, before it starts the run (so no status update of its own can race the
+    tag's write and lose it), then
     runs the interpreter's exit handlers at the end, as a normal exit would (a forked worker ends
     with `os._exit`)."""
     import atexit
