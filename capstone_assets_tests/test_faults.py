@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from capstone_assets import assets
 from capstone_assets.resources import LakeResource, TrackerResource
 from capstone_assets.resources.tracker import redacted
 from capstone_assets_tests.conftest import IN_CI, REPO, platform_resources
+from capstone_assets_tests.proxy import Proxy
 from capstone_assets_tests.test_workflows import env, run_script, start_script, tracker_of  # noqa: F401
 
 DAY = "2020-08-05"
@@ -80,55 +80,6 @@ def test_an_unreachable_tracker_refuses_the_run_names_it_without_password_and_wr
     assert not lake.exists() or not any(lake.iterdir()), "the refused run wrote to the lake"
 
 
-class Proxy:
-    """A TCP relay on loopback to the machine's PostgreSQL, which the test can cut."""
-
-    def __init__(self, target_port: int):
-        self.target = ("127.0.0.1", target_port)
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return  # cut
-            upstream = socket.create_connection(self.target)
-            with self.lock:
-                self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source, sink):
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        for s in (source, sink):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self):
-        """The database is gone: no new connection, every open one dropped."""
-        self.server.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (a close alone would not)
-        self.server.close()
-        with self.lock:
-            for s in self.sockets:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-
 def test_postgres_lost_after_the_claim_fails_the_run_clearly_and_the_claim_is_taken_over(env, tmp_path):
     from sqlalchemy.engine import make_url
 
@@ -139,13 +90,14 @@ def test_postgres_lost_after_the_claim_fails_the_run_clearly_and_the_claim_is_ta
 
     run = start_script("run_preprocessing.sh", DAY, {**env, "CAPSTONE_TRACKER_URL": through_proxy},
                        tmp_path / "lost.log")  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and run.poll() is None:
-        record = tracker.get_job(JOB)
-        if record is not None and record.status == "running":
-            break
+    # The cut comes once the step has its claim: the row says running and the run has logged it
+    # (the row alone could be read while the claim's commit was still on its way back).
+    deadline, claimed = time.monotonic() + 300, f"{JOB}: claimed by run"
+    while time.monotonic() < deadline and run.poll() is None and claimed not in run.log_path.read_text():
         time.sleep(0.05)
     proxy.cut()
+    record = tracker.get_job(JOB)
+    assert claimed in run.log_path.read_text(), run.log_path.read_text()
     assert record is not None and record.status == "running", run.log_path.read_text()
     assert refused(proxy.port), "the fault did not take effect: the tracker is still reachable"
     assert run.wait(timeout=300) != 0

@@ -4,6 +4,7 @@ import datetime as dt
 import multiprocessing
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -467,3 +468,46 @@ def test_holding_is_reentrant_in_one_thread(tracker):
         assert outer == inner and outer.run_id == "run-1"
     with tracker.holding(JOB, "run-1"):
         pass
+
+
+def test_a_claim_committed_just_before_the_database_is_lost_is_known_to_its_run(postgres_url):
+    """The claim's write and its read-back are one transaction: PostgreSQL lost right after the
+    claim commits leaves a run that knows it holds the day (it then fails as a run that lost its
+    tracker), not a run told "refused" while the day's row says it is running."""
+    from sqlalchemy.engine import make_url
+
+    from capstone_assets.resources.tracker import TrackerUnreachable, _engine
+    from capstone_assets_tests.proxy import Proxy
+
+    real = make_url(postgres_url)
+    proxy = Proxy(real.port or 5432)
+    url = real.set(port=proxy.port).render_as_string(hide_password=False)
+    table = f"job_tracker_test_{uuid.uuid4().hex[:10]}"
+    tracker = TrackerResource(url=url, table=table, heartbeat_seconds=0.2, stale_after_seconds=2)
+    direct = TrackerResource(url=postgres_url, table=table)
+    try:
+        assert tracker.get_job(JOB) is None  # the table exists before the fault is armed
+        engine, written = _engine(url), []
+
+        def note_the_claim(_conn, _cursor, statement, *_):
+            written.append(statement.lstrip().upper().startswith("INSERT"))
+
+        def cut_once_committed(_dbapi_connection, _record):  # the claim's connection is back in the pool
+            if any(written):
+                proxy.cut()
+
+        sa.event.listen(engine, "after_cursor_execute", note_the_claim)
+        sa.event.listen(engine.pool, "checkin", cut_once_committed)
+        try:
+            record = tracker.claim("preprocessing", DAY, "run-1")
+        finally:
+            sa.event.remove(engine, "after_cursor_execute", note_the_claim)
+            sa.event.remove(engine.pool, "checkin", cut_once_committed)
+        assert any(written) and proxy.cut_done, "the fault did not take effect"
+        assert (record.job_id, record.status, record.run_id, record.attempts) == (JOB, RUNNING, "run-1", 1)
+        assert (direct.get_job(JOB).status, direct.get_job(JOB).run_id) == (RUNNING, "run-1")
+        with pytest.raises(TrackerUnreachable):
+            tracker.heartbeat(JOB, "run-1")
+    finally:
+        with sa.create_engine(postgres_url).begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))

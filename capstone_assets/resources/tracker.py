@@ -344,10 +344,14 @@ class TrackerResource(ConfigurableResource):
         return dialect.insert(table)
 
     # ------------------------------------------------------------------- reads
+    @staticmethod
+    def _read(conn: sa.Connection, table: sa.Table, job: str) -> JobRecord | None:
+        row = conn.execute(sa.select(table).where(table.c.job_id == job)).mappings().first()
+        return JobRecord(**row) if row else None
+
     def get_job(self, job: str) -> JobRecord | None:
         with self._transaction() as (conn, table):
-            row = conn.execute(sa.select(table).where(table.c.job_id == job)).mappings().first()
-        return JobRecord(**row) if row else None
+            return self._read(conn, table, job)
 
     def get_status(self, job: str) -> str | None:
         record = self.get_job(job)
@@ -455,7 +459,9 @@ class TrackerResource(ConfigurableResource):
                     where=(table.c.status != RUNNING) | ((table.c.heartbeat_time < lapsed) & ~same_space),
                 )
             )
-        holder = self.get_job(job)
+            # Read back in the same transaction: once it has committed, the run knows whether
+            # it holds the day even if the database is lost straight after.
+            holder = self._read(conn, table, job)
         if holder.run_id == run_id:
             return holder
         if not self.is_live(holder, now, run_ended):
@@ -472,9 +478,9 @@ class TrackerResource(ConfigurableResource):
                     )
                     .values(**claim, attempts=table.c.attempts + 1)
                 ).rowcount
+                holder = self._read(conn, table, job)
             if taken == 1:
-                return self.get_job(job)
-            holder = self.get_job(job)
+                return holder
         raise JobRefused(
             f"Refusing to start {job} for run {run_id}: {holder.describe()}. "
             "Two runs of the same workflow and day never run at once."
