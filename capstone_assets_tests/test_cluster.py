@@ -84,6 +84,28 @@ def bound_master(master: Daemon) -> tuple[str, int] | None:
     return (url.group(1), int(ui.group(1))) if url and ui else None
 
 
+def has_a_live_worker(state) -> bool:
+    return isinstance(state, dict) and any(w["state"] == "ALIVE" for w in state.get("workers", []))
+
+
+def wait_for_a_live_worker(web_port: int, daemons: list[Daemon], deadline: float) -> dict | str | None:
+    """The master's state once a worker is ALIVE; else, at the deadline or once a daemon has
+    exited, the last state seen: None while the UI does not answer yet (the master logs the UI's
+    port before its pages answer), a text when something else answered on the port."""
+    state = None
+    while time.monotonic() < deadline and not any(d.process.poll() is not None for d in daemons):
+        try:
+            state = master_state(web_port)
+        except OSError:  # refused, or no answer within the timeout: not up yet
+            state = None
+        except ValueError as error:  # not the master's JSON: then something else holds the port
+            return f"port {web_port} did not answer the master's JSON: {error}"
+        if has_a_live_worker(state):
+            return state
+        time.sleep(0.5)
+    return state
+
+
 @pytest.fixture
 def cluster(tmp_path):
     """(master URL, master web UI port, worker work folder, daemons); both daemons stopped afterwards.
@@ -117,20 +139,9 @@ def cluster(tmp_path):
                 "org.apache.spark.deploy.worker.Worker", bound[0], "--host", "127.0.0.1", "--port", "0",
                 "--cores", "1", "--memory", "1g", "--webui-port", "0", "--work-dir", str(work),
             ], tmp_path / "worker.log", env))  # fmt: skip
-        while bound and time.monotonic() < deadline:
-            if any(d.process.poll() is not None for d in daemons):
-                break
-            try:
-                state = master_state(bound[1])
-            except OSError:
-                state = None
-            except ValueError as error:  # not the master's JSON: then something else holds the port
-                state = f"port {bound[1]} did not answer the master's JSON: {error}"
-                break
-            if any(w["state"] == "ALIVE" for w in state.get("workers", [])):
-                break
-            time.sleep(0.5)
-        if not isinstance(state, dict) or not any(w["state"] == "ALIVE" for w in state.get("workers", [])):
+        if bound:
+            state = wait_for_a_live_worker(bound[1], daemons, deadline)
+        if not has_a_live_worker(state):
             cluster_unavailable(
                 f"the Spark standalone cluster did not start within {START_TIMEOUT_SECONDS} s "
                 f"(master bound to {bound}; master state: {state})\n" + "\n".join(d.tail() for d in daemons)
@@ -275,3 +286,47 @@ def test_the_cluster_comes_up_when_other_servers_hold_ports_first(ports_taken_by
     state = master_state(web)
     assert state["url"] == master
     assert [w["state"] for w in state["workers"]] == ["ALIVE"]
+
+
+
+def test_the_wait_for_the_worker_outlasts_a_master_ui_that_does_not_answer_yet():
+    """The master logs its UI's port before the UI answers: a refused connection means "wait",
+    not a failed fixture (the error of a clean-clone `make test`)."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    alive = json.dumps({"url": "spark://127.0.0.1:1", "workers": [{"state": "ALIVE"}]}).encode()
+
+    class Master(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(alive)))
+            self.end_headers()
+            self.wfile.write(alive)
+
+        def log_message(self, *args):
+            pass
+
+    with pytest.raises(OSError):
+        master_state(port)  # the fault holds: nothing answers yet
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start_late():
+        servers.append(http.server.ThreadingHTTPServer(("127.0.0.1", port), Master))
+        threading.Thread(target=servers[0].serve_forever, daemon=True).start()
+
+    late = threading.Timer(2, start_late)
+    late.start()
+    try:
+        state = wait_for_a_live_worker(port, [], time.monotonic() + 60)
+    finally:
+        late.cancel()
+        late.join()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert servers, "the late master UI never started"
+    assert has_a_live_worker(state), state
