@@ -237,6 +237,23 @@ def test_two_days_on_a_standalone_cluster_equal_local_mode(spark, sample_dir, cl
     assert any("Finished task" in p.read_text(errors="replace") for p in executor_logs)
 
 
+def answering(body: bytes, content_type: str) -> type[http.server.BaseHTTPRequestHandler]:
+    """A request handler that answers every GET with `body`."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
 # Spark's default ports: the master, its web UI, the worker's web UI, the REST submission server.
 SPARK_DEFAULT_PORTS = (7077, 8080, 8081, 6066)
 
@@ -248,18 +265,7 @@ def ports_taken_by_a_web_server(monkeypatch):
     picked its ports and let the daemons bind them later: a race), and on Spark's default ports
     that are free here."""
 
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"<!doctype html><html><body>not Spark</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
+    Page = answering(b"<!doctype html><html><body>not Spark</body></html>", "text/html")
     servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)]
     for port in SPARK_DEFAULT_PORTS:
         try:
@@ -288,7 +294,6 @@ def test_the_cluster_comes_up_when_other_servers_hold_ports_first(ports_taken_by
     assert [w["state"] for w in state["workers"]] == ["ALIVE"]
 
 
-
 def test_the_wait_for_the_worker_outlasts_a_master_ui_that_does_not_answer_yet():
     """The master logs its UI's port before the UI answers: a refused connection means "wait",
     not a failed fixture (the error of a clean-clone `make test`)."""
@@ -298,18 +303,7 @@ def test_the_wait_for_the_worker_outlasts_a_master_ui_that_does_not_answer_yet()
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     alive = json.dumps({"url": "spark://127.0.0.1:1", "workers": [{"state": "ALIVE"}]}).encode()
-
-    class Master(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(alive)))
-            self.end_headers()
-            self.wfile.write(alive)
-
-        def log_message(self, *args):
-            pass
-
+    Master = answering(alive, "application/json")
     with pytest.raises(OSError):
         master_state(port)  # the fault holds: nothing answers yet
     servers: list[http.server.ThreadingHTTPServer] = []

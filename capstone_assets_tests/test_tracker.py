@@ -509,5 +509,7 @@ def test_a_claim_committed_just_before_the_database_is_lost_is_known_to_its_run(
         with pytest.raises(TrackerUnreachable):
             tracker.heartbeat(JOB, "run-1")
     finally:
-        with sa.create_engine(postgres_url).begin() as connection:
+        cleanup = sa.create_engine(postgres_url)
+        with cleanup.begin() as connection:
             connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        cleanup.dispose()
