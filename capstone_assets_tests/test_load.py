@@ -73,3 +73,21 @@ def test_quote_ties_compare_bid_then_ask(spark):
         load.latest_quotes(spark.createDataFrame(rows, schemas.RAW_QUOTES)).columns
         == schemas.QUOTES.fieldNames()
     )
+
+
+def test_a_null_loses_a_tie_to_any_value_and_a_nan_wins_it(spark):
+    """The order of `max`: a null below every value, NaN above every number (Spark's ordering)."""
+    rows = [
+        trade_row(1, LATE, 10.0, 100, source="a", execution_id=None),
+        trade_row(1, LATE, 10.0, 100, source="b", execution_id="X1"),  # a value beats a null
+        trade_row(2, LATE, 10.0, 100, source="c"),
+        trade_row(2, LATE, float("nan"), 100, source="d"),  # NaN is the greatest double
+    ]
+    for ordering in (rows, rows[::-1]):
+        assertDataFrameEqual(
+            load.latest_trades(spark.createDataFrame(ordering, schemas.RAW_TRADES)),
+            [
+                trade_row(1, LATE, 10.0, 100, source="b", execution_id="X1"),
+                trade_row(2, LATE, float("nan"), 100, source="d"),
+            ],
+        )

@@ -186,13 +186,15 @@ def test_eod_load_plan_is_one_shuffle_by_record_key(no_auto_broadcast, plan_lake
     raw = plan_lake.read_day(no_auto_broadcast, source, DAY, schemas.BY_DATASET[source])
     plan = plan_of(transform(raw))
     assert scalability_problems(plan) == [], plan
-    # Spark aggregates a struct (`max` of the latest record) sort-based: a sort within each
-    # shuffle partition of record keys, never of the whole day; and no join at all.
+    # One shuffle by record key, then one sort within each shuffle partition, never of the
+    # whole day, and none before the shuffle (no map-side top-k or partial aggregate); no join.
     key_shuffle = (
         r"Exchange hashpartitioning\(symbol#\d+, exchange#\d+, event_tm#\d+, event_seq_nb#\d+, \d+\)"
     )
     assert len(re.findall(key_shuffle, plan)) == plan.count("Exchange ") == 1, plan
-    assert "Join" not in plan, plan
+    sorts = [line for line in plan.splitlines() if re.search(r"\bSort \[", line)]
+    assert len(sorts) == 1 and plan.index(sorts[0]) < plan.index("Exchange "), plan
+    assert "WindowGroupLimit" not in plan and "Join" not in plan, plan
 
 
 def node_problems(spark, execution_id) -> list[str]:

@@ -91,6 +91,10 @@ def spark_config(master: str, jars_dir: Path = JARS_DIR) -> dict[str, str]:
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.adaptive.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
+        # The end-of-day load keeps each record key's first row (`row_number() = 1`); Spark's
+        # top-k rewrite would sort every task's rows once more before the shuffle, which pays
+        # only when keys repeat a lot, not for a day's few corrections (transforms/load.py).
+        "spark.sql.optimizer.windowGroupLimitThreshold": "-1",
     }
     if uses_spark_connect():
         # A Connect session caches the plans of data source reads: a path read again after its
