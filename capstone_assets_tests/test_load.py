@@ -76,18 +76,19 @@ def test_quote_ties_compare_bid_then_ask(spark):
 
 
 def test_a_null_loses_a_tie_to_any_value_and_a_nan_wins_it(spark):
-    """The order of `max`: a null below every value, NaN above every number (Spark's ordering)."""
+    """The order of `max`: a null below every value, NaN above every number (Spark's ordering).
+    Each winner has the smaller `source_file`, the last tie-breaker: only the null or NaN decides."""
     rows = [
-        trade_row(1, LATE, 10.0, 100, source="a", execution_id=None),
-        trade_row(1, LATE, 10.0, 100, source="b", execution_id="X1"),  # a value beats a null
-        trade_row(2, LATE, 10.0, 100, source="c"),
-        trade_row(2, LATE, float("nan"), 100, source="d"),  # NaN is the greatest double
+        trade_row(1, LATE, 10.0, 100, source="b", execution_id=None),
+        trade_row(1, LATE, 10.0, 100, source="a", execution_id="X1"),  # a value beats a null
+        trade_row(2, LATE, 10.0, 100, source="d"),
+        trade_row(2, LATE, float("nan"), 100, source="c"),  # NaN is the greatest double
     ]
     for ordering in (rows, rows[::-1]):
         assertDataFrameEqual(
             load.latest_trades(spark.createDataFrame(ordering, schemas.RAW_TRADES)),
             [
-                trade_row(1, LATE, 10.0, 100, source="b", execution_id="X1"),
-                trade_row(2, LATE, float("nan"), 100, source="d"),
+                trade_row(1, LATE, 10.0, 100, source="a", execution_id="X1"),
+                trade_row(2, LATE, float("nan"), 100, source="c"),
             ],
         )
