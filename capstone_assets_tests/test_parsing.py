@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import math
 
 import pytest
 from pyspark.sql import Row
@@ -97,6 +98,27 @@ def test_json_trade_reads_price_and_size_and_quoted_numbers(spark):
              arrival_tm=ts("2020-08-05 09:30:00"), bid_pr=33.5, bid_size=100, ask_pr=15.0, ask_size=200,
              source_file=NASDAQ_FILE)],
     )  # fmt: skip
+
+
+def test_a_negative_zero_price_is_loaded_as_zero(spark):
+    """`-0` is a valid, non-negative price (SPEC.md §2) and the same value as `0`: stored as +0.0,
+    so a re-sent record with `-0` and one with `0` are equal, and the load's tie-break never falls
+    to line order (SPEC.md §3: values only)."""
+    zeros = ["-0", "-0.0", "-.0", "-0e5", "-0.000E-3"]
+    quote = CSV_QUOTE.split(",")
+    lines = [trade(price=z, seq=str(i)) for i, z in enumerate(zeros)]
+    lines += [",".join(quote[:7] + [z, "100", z, "200"]) for z in zeros]
+    parsed = parse(spark, lines)
+    json_line = json.dumps({"trade_dt": DAY, "file_tm": f"{DAY} 09:30:00", "event_type": "T", "symbol": "S",
+                            "event_tm": f"{DAY} 10:00:00", "event_seq_nb": 1, "exchange": "NASDAQ", "size": 1})
+    json_lines = [json_line[:-1] + f', "price": {z}}}' for z in ("-0", "-0.0", "-0e1")]
+    json_lines.append(json_line[:-1] + ', "price": "-0"}')
+    parsed_json = parse(spark, json_lines, fmt="json")
+    assert parsing.select_rejects(parsed).count() == parsing.select_rejects(parsed_json).count() == 0
+    prices = [r["trade_pr"] for frame in (parsed, parsed_json) for r in parsing.select_trades(frame).collect()]
+    prices += [r[c] for r in parsing.select_quotes(parsed).collect() for c in ("bid_pr", "ask_pr")]
+    assert len(prices) == len(zeros) * 3 + len(json_lines)
+    assert [math.copysign(1.0, p) for p in prices] == [1.0] * len(prices), prices
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from capstone_assets.resources.tracker import Claim
 from capstone_assets.transforms import parsing, quality
 
 # Bump when the parsing or the outputs change: the UI then shows which days older code computed.
-CODE_VERSION = "ingestion-3"
+CODE_VERSION = "ingestion-4"
 
 OUTPUTS = {
     "raw_trades": (parsing.select_trades, schemas.RAW_TRADES, "trades"),

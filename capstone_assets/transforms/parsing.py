@@ -84,8 +84,10 @@ def _parse_int(raw: Column) -> Column:
 
 def _parse_price(raw: Column) -> Column:
     value = F.when(raw.rlike(PRICE_RE), raw.try_cast("double"))
-    # The grammar admits 1e400, which casts to infinity: too large for a double.
-    return F.when(F.abs(value) != F.lit(float("inf")), value)
+    # The grammar admits 1e400, which casts to infinity: too large for a double. `-0` is the
+    # value 0 (SPEC.md §2), stored as +0.0: Spark's ordering ties -0.0 with 0.0, and a stored
+    # sign would let line order pick which of two re-sent records is loaded (§3: values only).
+    return F.when(value == F.lit(0.0), F.lit(0.0)).when(F.abs(value) != F.lit(float("inf")), value)
 
 
 def _parse_timestamp(raw: Column) -> Column:
