@@ -7,9 +7,11 @@ session. Every non-blank line must land exactly where `validator.py` (plain
 Python, no code shared with the package) says, with the same reason, and every
 accepted value must equal its token.
 
-CI runs the `ci` profile: 200 derandomized examples (the same ones every run,
-about 2,500 non-blank lines), no example database; about 4 minutes on 2 cores, most of
-it a fixed cost per example (building `parse_lines`' plan takes ~0.5 s). To
+CI runs the `ci` profile: 200 derandomized examples (from a fixed seed; about 2,500
+non-blank lines), no example database; about 4 minutes on 2 cores, most of it a fixed
+cost per example (building `parse_lines`' plan takes ~0.5 s). Hypothesis can still go on to
+larger mutations of an example (lines of ~100,000 characters): the validator's patterns
+must be linear too, or one such line costs minutes. To
 search harder locally, with new random examples each run:
 
     CAPSTONE_HYPOTHESIS_PROFILE=dev CAPSTONE_HYPOTHESIS_EXAMPLES=2000 \
@@ -23,6 +25,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 from collections import Counter
@@ -466,6 +470,19 @@ def test_a_huge_invalid_price_is_rejected_in_linear_time(spark):
         spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
     assert got == [("reject", "bad_number", None, line)]
 
+
+def test_the_validator_judges_a_huge_invalid_price_in_linear_time():
+    """The oracle's own price pattern must not backtrack either: `[0-9]+\\.?[0-9]*` tried every split
+    of a digit run, so 100,000 digits and a letter took minutes per line (and CI an hour)."""
+    line = CSV_TRADE.format(symbol="S", price="1" * 200_000 + "x")
+    script = ("import sys; from capstone_assets_tests import validator; "
+              "print(validator.judge(sys.stdin.read(), 'csv', sys.argv[1]).reason)")  # fmt: skip
+    try:
+        done = subprocess.run([sys.executable, "-c", script, DAY], input=line, capture_output=True, text=True,
+                              cwd=REPO, timeout=60, check=True)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("the validator took over 60 s on a 200,000-digit invalid price: its pattern backtracks")
+    assert done.stdout.strip() == "bad_number"
 
 # ------------------------------------------------------------------ the asset itself on one hostile day
 def hostile_day() -> list[tuple[str, str, str, bytes]]:
