@@ -484,6 +484,7 @@ def test_the_validator_judges_a_huge_invalid_price_in_linear_time():
         pytest.fail("the validator took over 60 s on a 200,000-digit invalid price: its pattern backtracks")
     assert done.stdout.strip() == "bad_number"
 
+
 # ------------------------------------------------------------------ the asset itself on one hostile day
 def hostile_day() -> list[tuple[str, str, str, bytes]]:
     """Every kind of damage at least once, in the files of one day (2020-08-05)."""
